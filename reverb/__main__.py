@@ -1,0 +1,3 @@
+from reverb.cli import main
+
+raise SystemExit(main())

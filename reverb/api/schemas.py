@@ -1,0 +1,196 @@
+"""Wire shapes of the REST API: separate models for what comes in and what goes out."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from reverb.domain.users import IssuedTokens, User
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+Timestamp = Annotated[datetime, PlainSerializer(_rfc3339, return_type=str)]
+
+T = TypeVar("T")
+
+USERNAME_PATTERN = re.compile(r"[a-z0-9_.]{3,32}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _username(value: str) -> str:
+    value = value.strip().lower()
+    if not USERNAME_PATTERN.fullmatch(value):
+        raise ValueError("username must be 3-32 characters of a-z, 0-9, '_' and '.'")
+    return value
+
+
+def _one_line(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Username = Annotated[str, Field(max_length=64), AfterValidator(_username)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+DisplayName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    AfterValidator(_one_line),
+]
+Bio = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+
+
+def no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+class Input(BaseModel):
+    # Unknown fields are refused, so a typo in a field name is an error, not a silent no-op.
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        return no_nul(value) if isinstance(value, str) else value
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with a stable `code`."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[dict[str, object]] | None = None
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+# --- users -------------------------------------------------------------------------------------
+
+
+def avatar_url(key: str | None) -> str | None:
+    return f"/media/{key}" if key else None
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    display_name: str
+    bio: str
+    avatar_url: str | None
+    status: Literal["online", "offline"]
+    last_seen_at: Timestamp | None
+
+    @classmethod
+    def of(cls, user: User, *, online: bool = False) -> UserOut:
+        return cls(
+            id=user.id,
+            username=user.username,
+            display_name=user.display_name,
+            bio=user.bio,
+            avatar_url=avatar_url(user.avatar_key),
+            status="online" if online else "offline",
+            last_seen_at=user.last_seen_at,
+        )
+
+
+class MeOut(UserOut):
+    email: str
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, user: User, *, online: bool = False) -> MeOut:
+        base = UserOut.of(user, online=online).model_dump()
+        return cls(**base, email=user.email, created_at=user.created_at)
+
+
+class ProfilePatch(Input):
+    display_name: DisplayName | None = None
+    bio: Bio | None = None
+
+
+class PasswordChange(Input):
+    current_password: Secret
+    new_password: Password
+
+
+# --- auth --------------------------------------------------------------------------------------
+
+
+class RegisterIn(Input):
+    username: Username
+    email: Annotated[EmailStr, Field(max_length=320), AfterValidator(str.lower)]
+    password: Password
+    display_name: DisplayName | None = None
+
+
+class LoginIn(Input):
+    email: Annotated[str, StringConstraints(min_length=1, max_length=320)] | None = None
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    password: Secret
+
+    @model_validator(mode="after")
+    def _one_login(self) -> LoginIn:
+        if (self.email is None) == (self.username is None):
+            raise ValueError("give exactly one of email or username")
+        return self
+
+    @property
+    def login(self) -> str:
+        return self.email if self.email is not None else (self.username or "")
+
+
+class RefreshIn(Input):
+    refresh_token: Secret
+
+
+class SessionOut(BaseModel):
+    user: MeOut
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+    @classmethod
+    def of(cls, issued: IssuedTokens) -> SessionOut:
+        return cls(
+            user=MeOut.of(issued.user),
+            access_token=issued.access_token,
+            refresh_token=issued.refresh_token,
+            expires_in=issued.expires_in,
+        )
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

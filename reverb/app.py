@@ -1,0 +1,95 @@
+"""Composition root: builds the FastAPI app and wires services to storage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from starlette.middleware.cors import CORSMiddleware
+
+from reverb import __version__, logs
+from reverb.api import problems
+from reverb.api.deps import Services
+from reverb.api.middleware import RequestContext
+from reverb.api.routes import auth, ops, users
+from reverb.config import Settings, load_settings
+from reverb.services.auth import AuthService
+from reverb.services.health import HealthService
+from reverb.services.login_limits import LoginLimiter
+from reverb.services.passwords import Passwords
+from reverb.services.tokens import AccessTokens
+from reverb.services.users import UserService
+from reverb.storage.db import Database
+
+DESCRIPTION = """Reverb: a real-time chat backend.
+
+Authenticate with `POST /api/auth/login` (or the **Authorize** button, which uses
+`POST /api/auth/token`) and send `Authorization: Bearer <access_token>`. Every error is an
+RFC 9457 problem (`application/problem+json`) with a stable `code`.
+"""
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    return Services(
+        settings=settings,
+        db=db,
+        redis=redis,
+        auth=AuthService(
+            db=db,
+            settings=settings,
+            passwords=Passwords(settings),
+            access=AccessTokens(settings),
+            limiter=LoginLimiter(settings),
+        ),
+        users=UserService(db=db),
+        health=HealthService(db=db, redis=redis),
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            if services.redis is not None:
+                await services.redis.aclose()
+            await services.db.close()
+
+    app = FastAPI(
+        title="Reverb",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    problems.install(app)
+    for router in (auth.router, users.router, ops.router):
+        app.include_router(router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            # Bearer tokens, not cookies: browsers need no credentials mode.
+            allow_credentials=False,
+        )
+    app.add_middleware(RequestContext)
+    return app
+
+
+def factory() -> FastAPI:
+    """Entry point for uvicorn workers: each process reads the same environment."""
+    settings = load_settings()
+    logs.configure(fmt=settings.log_format, level=settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,99 @@
+"""The `reverb` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from reverb import __version__, logs
+from reverb.config import ConfigError, Settings, load_settings
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"reverb: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _migrate(settings: Settings) -> None:
+    from reverb.storage.migrate import upgrade_sync
+
+    upgrade_sync(settings.sqlalchemy_url)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    overrides: dict[str, object] = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    settings = _settings(**overrides)
+    logs.configure(fmt=settings.log_format, level=settings.log_level)
+    if args.workers > 1 and not settings.redis_url:
+        print(
+            "reverb: --workers > 1 needs REDIS_URL: without it each process would only deliver "
+            "the events of its own clients",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.should_auto_migrate:
+        _migrate(settings)
+    # Workers re-read settings from the environment: pass the command-line values on.
+    os.environ["HOST"], os.environ["PORT"] = settings.host, str(settings.port)
+    uvicorn.run(
+        "reverb.app:factory",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # Our own ping/pong (API contract: 25 s) handles dead sockets; see reverb.realtime.
+        ws_max_size=64 * 1024,
+    )
+    return 0
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    settings = _settings()
+    logs.configure(fmt=settings.log_format, level=settings.log_level)
+    _migrate(settings)
+    print("reverb: database is up to date")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="reverb", description="Reverb: a real-time chat backend (REST + WebSocket)."
+    )
+    p.add_argument("--version", action="version", version=f"reverb {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server (applies migrations in development)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1, or HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 5000, or PORT)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes (needs REDIS_URL)")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply pending database migrations to DATABASE_URL")
+    migrate.set_defaults(func=cmd_migrate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Plain types shared by every layer; no I/O."""

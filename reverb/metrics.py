@@ -1,0 +1,22 @@
+"""Prometheus metrics. Defined once here so every layer counts into the same registry."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+HTTP_REQUESTS = Counter(
+    "reverb_http_requests_total",
+    "HTTP requests answered, by route template, method and status.",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "reverb_http_request_duration_seconds",
+    "Time from request start to the end of the response, by route template.",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+LOGINS = Counter(
+    "reverb_logins_total",
+    "Login attempts by outcome.",
+    ["outcome"],
+)

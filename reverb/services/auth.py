@@ -1,0 +1,204 @@
+"""Registration, login, token refresh and revocation, password changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from reverb import ids
+from reverb.config import Settings
+from reverb.domain.users import IssuedTokens, User
+from reverb.errors import ErrorCode, ReverbError, conflict
+from reverb.metrics import LOGINS
+from reverb.services.login_limits import LoginLimiter
+from reverb.services.passwords import Passwords
+from reverb.services.tokens import (
+    AccessTokens,
+    hash_refresh_token,
+    invalid_token,
+    new_refresh_token,
+)
+from reverb.storage import tokens as token_store
+from reverb.storage import users as user_store
+from reverb.storage.db import Database, Tx
+from reverb.storage.types import utcnow
+
+INVALID_CREDENTIALS = "the login or the password is wrong"
+
+
+def _bad_credentials(status: int = 401) -> ReverbError:
+    return ReverbError(ErrorCode.INVALID_CREDENTIALS, INVALID_CREDENTIALS, status)
+
+
+def _account_key(user: User | None, login: str) -> str:
+    # Unknown logins are counted too, under their own spelling, so a 429 does not reveal
+    # whether an account exists.
+    return f"user:{user.id}" if user else f"login:{login}"
+
+
+@dataclass(slots=True)
+class AuthService:
+    db: Database
+    settings: Settings
+    passwords: Passwords
+    access: AccessTokens
+    limiter: LoginLimiter
+
+    async def _issue(
+        self, tx: Tx, user: User, *, family_id: str | None, now: datetime
+    ) -> IssuedTokens:
+        raw, digest = new_refresh_token()
+        await token_store.insert_refresh(
+            tx.conn,
+            id=ids.new_id(),
+            user_id=user.id,
+            family_id=family_id or ids.new_id(),
+            token_hash=digest,
+            now=now,
+            expires_at=now + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+        )
+        return IssuedTokens(
+            user=user,
+            access_token=self.access.issue(user, now),
+            refresh_token=raw,
+            expires_in=self.access.ttl,
+        )
+
+    async def register(
+        self, *, username: str, email: str, password: str, display_name: str | None
+    ) -> IssuedTokens:
+        async with self.db.read() as conn:
+            await self._check_free(conn, username=username, email=email)
+        password_hash = await self.passwords.hash(password)
+        now = utcnow()
+        user_id = ids.new_id()
+        try:
+            async with self.db.transaction() as tx:
+                await user_store.insert_user(
+                    tx.conn,
+                    id=user_id,
+                    username=username,
+                    email=email,
+                    display_name=display_name or username,
+                    bio="",
+                    password_hash=password_hash,
+                    session_version=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+                user = await user_store.get(tx.conn, user_id)
+                assert user is not None
+                return await self._issue(tx, user, family_id=None, now=now)
+        except IntegrityError:
+            # Lost a race with a concurrent registration of the same name or email.
+            async with self.db.read() as conn:
+                await self._check_free(conn, username=username, email=email)
+            raise
+
+    async def _check_free(self, conn: AsyncConnection, *, username: str, email: str) -> None:
+        username_taken, email_taken = await user_store.taken(conn, username=username, email=email)
+        if username_taken:
+            raise conflict(ErrorCode.USERNAME_TAKEN, "that username is taken")
+        if email_taken:
+            raise conflict(ErrorCode.EMAIL_TAKEN, "an account with that email exists")
+
+    async def login(self, *, login: str, password: str, address: str) -> IssuedTokens:
+        login = login.strip().lower()
+        now = utcnow()
+        async with self.db.read() as conn:
+            found = await user_store.get_with_hash_by_login(conn, login)
+            user = found[0] if found else None
+            key = _account_key(user, login)
+            await self.limiter.check(conn, account_key=key, address=address, now=now)
+        ok = await self.passwords.verify(found[1] if found else None, password)
+        if not ok or user is None:
+            async with self.db.transaction() as tx:
+                await self.limiter.record_failure(
+                    tx.conn, account_key=key, address=address, now=now
+                )
+            LOGINS.labels("failure").inc()
+            raise _bad_credentials()
+        assert found is not None
+        rehash = (
+            await self.passwords.hash(password) if self.passwords.needs_rehash(found[1]) else None
+        )
+        async with self.db.transaction() as tx:
+            await self.limiter.record_success(tx.conn, account_key=key)
+            if rehash is not None:
+                await user_store.update_user(tx.conn, user.id, password_hash=rehash)
+            issued = await self._issue(tx, user, family_id=None, now=now)
+        LOGINS.labels("success").inc()
+        return issued
+
+    async def refresh(self, *, refresh_token: str) -> IssuedTokens:
+        now = utcnow()
+        reused = False
+        async with self.db.transaction() as tx:
+            row = await token_store.find_refresh(tx.conn, hash_refresh_token(refresh_token))
+            if row is None:
+                raise invalid_token("the refresh token is invalid")
+            if row.revoked_at is not None:
+                raise invalid_token("the refresh token was revoked")
+            if row.expires_at <= now:
+                raise invalid_token("the refresh token has expired")
+            if row.rotated_at is not None or not await token_store.mark_rotated(
+                tx.conn, row.id, now
+            ):
+                # A rotated token came back: someone holds a copy. End the whole login.
+                await token_store.revoke_family(tx.conn, row.family_id, now)
+                reused = True
+            else:
+                user = await user_store.get(tx.conn, row.user_id)
+                if user is None:
+                    raise invalid_token("the refresh token is invalid")
+                issued = await self._issue(tx, user, family_id=row.family_id, now=now)
+        if reused:
+            raise invalid_token("the refresh token was already used; the session is revoked")
+        return issued
+
+    async def logout(self, *, refresh_token: str) -> None:
+        """End the login the token belongs to. Unknown tokens are ignored (RFC 7009 §2.2)."""
+        now = utcnow()
+        async with self.db.transaction() as tx:
+            row = await token_store.find_refresh(tx.conn, hash_refresh_token(refresh_token))
+            if row is not None:
+                await token_store.revoke_family(tx.conn, row.family_id, now)
+
+    async def logout_everywhere(self, *, user: User) -> None:
+        async with self.db.transaction() as tx:
+            await self._revoke_all(tx, user.id)
+
+    async def _revoke_all(self, tx: Tx, user_id: str, **user_values: object) -> None:
+        now = utcnow()
+        await token_store.revoke_user(tx.conn, user_id, now)
+        await user_store.bump_session_version(tx.conn, user_id, updated_at=now, **user_values)
+
+    async def change_password(
+        self, *, user: User, current_password: str, new_password: str, address: str
+    ) -> None:
+        key = _account_key(user, "")
+        now = utcnow()
+        async with self.db.read() as conn:
+            await self.limiter.check(conn, account_key=key, address=address, now=now)
+            stored = await user_store.get_hash(conn, user.id)
+        if not await self.passwords.verify(stored, current_password):
+            async with self.db.transaction() as tx:
+                await self.limiter.record_failure(
+                    tx.conn, account_key=key, address=address, now=now
+                )
+            # 403, not 401: the access token is fine; a 401 would make clients drop the session.
+            raise _bad_credentials(403)
+        new_hash = await self.passwords.hash(new_password)
+        async with self.db.transaction() as tx:
+            await self._revoke_all(tx, user.id, password_hash=new_hash)
+
+    async def authenticate(self, token: str) -> User:
+        claims = self.access.verify(token)
+        async with self.db.read() as conn:
+            user = await user_store.get(conn, claims.user_id)
+        if user is None or user.session_version != claims.session_version:
+            raise invalid_token("the session has ended; log in again")
+        return user

@@ -1,0 +1,1 @@
+"""Persistence: engine and unit of work, tables, queries and migrations. No rules live here."""

@@ -1,0 +1,160 @@
+"""Fixtures shared by every test.
+
+The suite runs against one database per run, chosen with `--db sqlite|postgres` (or the
+REVERB_TEST_DB variable). Each test gets an empty, migrated database of its own: a fresh copy of a
+migrated SQLite file, or a freshly truncated PostgreSQL database created for this run.
+A PostgreSQL run that cannot reach PostgreSQL fails; it never skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from reverb.app import create_app
+from reverb.config import Settings, async_database_url, load_settings
+from reverb.storage.db import Database
+from reverb.storage.migrate import upgrade_sync
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "REVERB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_TEST_URL = os.environ.get("REVERB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+TEST_SECRET = "test-secret-" + "x" * 60
+# Cheap hashes keep the suite fast; production parameters are exercised by the e2e tests.
+FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 64, "argon2_parallelism": 1}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        default=os.environ.get("REVERB_TEST_DB", "sqlite"),
+        choices=["sqlite", "postgres"],
+        help="database the suite runs against",
+    )
+
+
+@dataclass(frozen=True)
+class TestDatabase:
+    kind: str
+    template: str  # sqlite: path of a migrated file; postgres: URL of this run's database
+
+    def fresh_url(self, tmp_path: Path) -> str:
+        if self.kind == "sqlite":
+            target = tmp_path / "reverb.db"
+            shutil.copyfile(self.template, target)
+            return f"sqlite:///{target}"
+        asyncio.run(_truncate(self.template))
+        return self.template
+
+
+async def _pg(url: str) -> asyncpg.Connection:
+    u = make_url(url)
+    try:
+        return await asyncpg.connect(
+            user=u.username, password=u.password, host=u.host, port=u.port, database=u.database
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL at {url} is not reachable ({exc}); start it, see README", False)
+
+
+async def _truncate(url: str) -> None:
+    conn = await _pg(url)
+    try:
+        tables = [
+            r["tablename"]
+            for r in await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'alembic_version'"
+            )
+        ]
+        if tables:
+            await conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+
+
+async def _admin(sql: str) -> None:
+    conn = await _pg(POSTGRES_ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def test_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestDatabase]:
+    kind = request.config.getoption("--db")
+    if kind == "sqlite":
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        upgrade_sync(async_database_url(f"sqlite:///{path}"))
+        yield TestDatabase("sqlite", str(path))
+        return
+    name = f"reverb_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade_sync(async_database_url(url))
+        yield TestDatabase("postgres", url)
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def database_url(test_database: TestDatabase, tmp_path: Path) -> str:
+    return test_database.fresh_url(tmp_path)
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "jwt_secret": TEST_SECRET,
+        "_env_file": None,
+        **FAST_ARGON2,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@asynccontextmanager
+async def serve_in_process(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, behind an HTTP client that calls it in-process."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://reverb.test") as client:
+            yield client
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve_in_process(settings) as c:
+        yield c
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    """Direct access to the test's database, for arranging states no API call can reach."""
+    database = Database(settings.sqlalchemy_url)
+    try:
+        yield database
+    finally:
+        await database.close()

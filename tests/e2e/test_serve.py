@@ -1,0 +1,126 @@
+"""`reverb serve` as a real process, spoken to over HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reverb import __version__
+from tests.conftest import TEST_SECRET
+from tests.e2e.server import reverb_serve, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def walk_through(url: str) -> None:
+    """The README's curl walk-through: register, login, refresh, me, search, logout."""
+    with httpx.Client(base_url=url, timeout=30) as http:
+        r = http.post(
+            "/api/auth/register",
+            json={
+                "username": "alice",
+                "email": "alice@example.com",
+                "password": "wonderland-42",
+                "display_name": "Alice",
+            },
+        )
+        assert r.status_code == 201, r.text
+        http.post(
+            "/api/auth/register",
+            json={"username": "bob", "email": "bob@example.com", "password": "builder-of-things"},
+        ).raise_for_status()
+        login = http.post(
+            "/api/auth/login", json={"email": "alice@example.com", "password": "wonderland-42"}
+        )
+        assert login.status_code == 200
+        refreshed = http.post(
+            "/api/auth/refresh", json={"refresh_token": login.json()["refresh_token"]}
+        )
+        assert refreshed.status_code == 200
+        auth = {"Authorization": f"Bearer {refreshed.json()['access_token']}"}
+        me = http.get("/api/users/me", headers=auth)
+        assert me.json()["username"] == "alice" and me.json()["email"] == "alice@example.com"
+        found = http.get("/api/users", params={"search": "bo"}, headers=auth).json()
+        assert [u["username"] for u in found["items"]] == ["bob"]
+        assert "email" not in found["items"][0]
+        out = http.post(
+            "/api/auth/logout", json={"refresh_token": refreshed.json()["refresh_token"]}
+        )
+        assert out.status_code == 204
+        gone = http.post(
+            "/api/auth/refresh", json={"refresh_token": refreshed.json()["refresh_token"]}
+        )
+        assert gone.status_code == 401 and gone.json()["code"] == "invalid_token"
+        assert http.get("/api/docs").status_code == 200
+        assert http.get("/readyz").status_code == 200
+
+
+def test_zero_configuration_serves_on_sqlite(tmp_path: Path) -> None:
+    with reverb_serve(tmp_path) as (url, _):
+        walk_through(url)
+    assert (tmp_path / "reverb.db").exists()
+    secret = (tmp_path / "reverb.db.jwt-secret").read_text()
+    # A restart keeps the generated secret, so sessions survive it.
+    with reverb_serve(tmp_path) as (url, _):
+        assert (tmp_path / "reverb.db.jwt-secret").read_text() == secret
+        r = httpx.post(
+            f"{url}/api/auth/login", json={"username": "alice", "password": "wonderland-42"}
+        )
+        assert r.status_code == 200
+
+
+def test_walk_through_on_the_test_database_with_json_logs(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = {"DATABASE_URL": database_url, "JWT_SECRET": TEST_SECRET, "LOG_FORMAT": "json"}
+    with reverb_serve(tmp_path, env) as (url, log_path):
+        walk_through(url)
+        r = httpx.get(f"{url}/healthz", headers={"X-Request-ID": "e2e-trace-1"})
+        assert r.headers["x-request-id"] == "e2e-trace-1"
+    # Read once the process has stopped, so every line is flushed.
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    access = [entry for entry in lines if entry["logger"] == "reverb.access"]
+    assert any(e.get("request_id") == "e2e-trace-1" and e["route"] == "/healthz" for e in access)
+    assert "wonderland-42" not in log_path.read_text()
+
+
+def test_login_limit_is_shared_between_processes(tmp_path: Path, database_url: str) -> None:
+    env = {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": TEST_SECRET,
+        "LOGIN_MAX_FAILURES_PER_ACCOUNT": "2",
+    }
+    with reverb_serve(tmp_path, env) as (a, _), reverb_serve(tmp_path, env) as (b, _):
+        httpx.post(
+            f"{a}/api/auth/register",
+            json={"username": "zoe", "email": "zoe@example.com", "password": "zoe-password"},
+        ).raise_for_status()
+        wrong = {"username": "zoe", "password": "not-her-password"}
+        assert httpx.post(f"{a}/api/auth/login", json=wrong).status_code == 401
+        assert httpx.post(f"{b}/api/auth/login", json=wrong).status_code == 401
+        r = httpx.post(f"{a}/api/auth/login", json={"username": "zoe", "password": "zoe-password"})
+        assert r.status_code == 429 and "retry-after" in r.headers
+
+
+def test_cli_version_help_and_migrate(tmp_path: Path) -> None:
+    assert run_cli(tmp_path, "--version").stdout.strip() == f"reverb {__version__}"
+    helped = run_cli(tmp_path, "--help")
+    assert helped.returncode == 0 and "serve" in helped.stdout and "migrate" in helped.stdout
+    migrated = run_cli(tmp_path, "migrate", env={"DATABASE_URL": "sqlite:///./fresh.db"})
+    assert migrated.returncode == 0, migrated.stderr
+    assert (tmp_path / "fresh.db").exists()
+
+
+def test_cli_refuses_bad_configuration(tmp_path: Path) -> None:
+    prod = run_cli(tmp_path, "serve", env={"REVERB_ENV": "production"})
+    assert prod.returncode == 2
+    assert "JWT_SECRET" in prod.stderr
+    weak = run_cli(tmp_path, "serve", env={"REVERB_ENV": "production", "JWT_SECRET": "short"})
+    assert weak.returncode == 2 and "at least 32 bytes" in weak.stderr
+    url = run_cli(tmp_path, "serve", env={"DATABASE_URL": "mysql://x@y/z"})
+    assert url.returncode == 2 and "DATABASE_URL" in url.stderr
+    workers = run_cli(tmp_path, "serve", "--workers", "2")
+    assert workers.returncode == 2 and "REDIS_URL" in workers.stderr

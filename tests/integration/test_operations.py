@@ -1,0 +1,122 @@
+"""Problem responses at the edge, request ids, health, readiness, metrics and the OpenAPI docs."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from reverb.config import Settings
+from tests.conftest import REDIS_TEST_URL, make_settings, serve_in_process
+from tests.helpers import assert_problem, register
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_unknown_route_and_wrong_method(client: httpx.AsyncClient) -> None:
+    assert_problem(await client.get("/api/nothing-here"), 404, "not_found")
+    assert_problem(await client.get("/"), 404, "not_found")
+    assert_problem(await client.delete("/api/auth/login"), 405, "method_not_allowed")
+    assert_problem(await client.put("/api/users/me"), 405, "method_not_allowed")
+
+
+async def test_request_id_is_returned_and_kept(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz")
+    assert len(r.headers["x-request-id"]) == 32
+    r = await client.get("/healthz", headers={"X-Request-ID": "trace-abc.1"})
+    assert r.headers["x-request-id"] == "trace-abc.1"
+    # An id that could forge log lines is replaced, not echoed.
+    r = await client.get("/healthz", headers={"X-Request-ID": 'bad id"}'})
+    assert r.headers["x-request-id"] != 'bad id"}'
+    assert_problem(await client.get("/nope"), 404, "not_found")
+
+
+async def test_health_and_ready(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json()["status"] == "ok"
+    r = await client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json()["checks"] == {"database": "ok"}
+
+
+async def test_ready_checks_redis_when_configured(database_url: str) -> None:
+    async with serve_in_process(make_settings(database_url, redis_url=REDIS_TEST_URL)) as client:
+        r = await client.get("/readyz")
+        assert r.status_code == 200, r.text
+        assert r.json()["checks"] == {"database": "ok", "redis": "ok"}
+    down = make_settings(database_url, redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    async with serve_in_process(down) as client:
+        r = await client.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["checks"]["redis"] == "unavailable"
+        assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_not_ready_when_database_is_unreachable(tmp_path: object) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{closed_port()}/none"
+    async with serve_in_process(make_settings(url)) as client:
+        r = await client.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["checks"] == {"database": "unavailable"}
+
+
+async def test_metrics(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    await client.get("/api/users/me")
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'reverb_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+    assert 'route="/api/users/me",status="401"' in text
+    assert "reverb_http_request_duration_seconds_bucket" in text
+
+
+async def test_openapi_and_docs(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/api/openapi.json")).json()
+    for path in (
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/auth/refresh",
+        "/api/auth/logout",
+        "/api/auth/token",
+        "/api/users/me",
+        "/api/users/me/password",
+        "/api/users/{user_id}",
+        "/api/users",
+    ):
+        assert path in schema["paths"], path
+    flows = schema["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]
+    assert flows["password"]["tokenUrl"] == "/api/auth/token"
+    login_422 = schema["paths"]["/api/auth/login"]["post"]["responses"]["422"]
+    assert "application/problem+json" in login_422["content"]
+    docs = await client.get("/api/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    assert "/api/openapi.json" in docs.text
+
+
+@pytest.mark.parametrize("origin", ["https://app.example.com"])
+async def test_cors(database_url: str, origin: str) -> None:
+    settings: Settings = make_settings(
+        database_url, cors_origins=f"{origin}, https://other.example"
+    )
+    async with serve_in_process(settings) as client:
+        pre = await client.options(
+            "/api/auth/login",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,authorization",
+            },
+        )
+        assert pre.status_code == 200
+        assert pre.headers["access-control-allow-origin"] == origin
+        s = await register(client)
+        r = await client.get("/api/users/me", headers={**s["headers"], "Origin": origin})
+        assert r.headers["access-control-allow-origin"] == origin
+        evil = await client.get("/healthz", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in evil.headers

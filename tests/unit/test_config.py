@@ -1,0 +1,76 @@
+"""Settings: database URLs, the JWT secret rules, list parsing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from reverb.config import ConfigError, async_database_url, load_settings
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("sqlite:///./reverb.db", "sqlite+aiosqlite:///./reverb.db"),
+        ("sqlite:////var/lib/reverb.db", "sqlite+aiosqlite:////var/lib/reverb.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgresql://u:p@db/chat", "postgresql+asyncpg://u:p@db/chat"),
+        ("postgres://u@db:5433/chat", "postgresql+asyncpg://u@db:5433/chat"),
+        ("postgresql+psycopg://u@db/chat", "postgresql+asyncpg://u@db/chat"),
+        ("postgresql://u@db/chat?sslmode=require", "postgresql+asyncpg://u@db/chat?ssl=require"),
+    ],
+)
+def test_database_urls_map_to_async_drivers(given: str, expected: str) -> None:
+    assert async_database_url(given) == expected
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "not a url", "sqlite://", "sqlite:///:memory:"])
+def test_unsupported_database_urls_are_refused(url: str) -> None:
+    with pytest.raises(ConfigError):
+        async_database_url(url)
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for key in list(os.environ):
+        if key in {"JWT_SECRET", "REVERB_ENV", "DATABASE_URL", "CORS_ORIGINS", "PORT"}:
+            monkeypatch.delenv(key)
+    return tmp_path
+
+
+def test_development_secret_is_generated_once_beside_the_database(in_tmp: Path) -> None:
+    first = load_settings(_env_file=None)
+    secret_file = in_tmp / "reverb.db.jwt-secret"
+    assert secret_file.exists()
+    assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
+    assert len(first.secret) >= 32
+    assert load_settings(_env_file=None).secret == first.secret
+
+
+def test_production_refuses_to_start_without_a_secret(in_tmp: Path) -> None:
+    with pytest.raises(ConfigError, match="JWT_SECRET"):
+        load_settings(_env_file=None, reverb_env="production")
+    assert not (in_tmp / "reverb.db.jwt-secret").exists()
+
+
+def test_short_secrets_are_refused(in_tmp: Path) -> None:
+    with pytest.raises(ConfigError, match="at least 32 bytes"):
+        load_settings(_env_file=None, reverb_env="production", jwt_secret="too-short")
+    with pytest.raises(ConfigError, match="at least 64 bytes"):
+        load_settings(_env_file=None, jwt_secret="s" * 40, jwt_algorithm="HS512")
+    ok = load_settings(_env_file=None, reverb_env="production", jwt_secret="s" * 32)
+    assert ok.production and ok.secret == "s" * 32
+
+
+def test_environment_and_dotenv(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (in_tmp / ".env").write_text("PORT=6001\nCORS_ORIGINS=https://a.example/, https://b.example\n")
+    s = load_settings()
+    assert s.port == 6001
+    assert s.cors_origins == ["https://a.example", "https://b.example"]
+    monkeypatch.setenv("PORT", "6002")
+    assert load_settings().port == 6002
+    assert load_settings().should_auto_migrate
+    assert not load_settings(reverb_env="production", jwt_secret="s" * 32).should_auto_migrate
