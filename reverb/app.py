@@ -13,11 +13,15 @@ from reverb import __version__, logs
 from reverb.api import problems
 from reverb.api.deps import Services
 from reverb.api.middleware import RequestContext
-from reverb.api.routes import auth, ops, users
+from reverb.api.routes import auth, chats, messages, ops, users
 from reverb.config import Settings, load_settings
+from reverb.realtime.bus import MemoryBus
 from reverb.services.auth import AuthService
+from reverb.services.chats import ChatService
+from reverb.services.eventlog import EventLog
 from reverb.services.health import HealthService
 from reverb.services.login_limits import LoginLimiter
+from reverb.services.messages import MessageService
 from reverb.services.passwords import Passwords
 from reverb.services.tokens import AccessTokens
 from reverb.services.users import UserService
@@ -34,6 +38,8 @@ RFC 9457 problem (`application/problem+json`) with a stable `code`.
 def build_services(settings: Settings) -> Services:
     db = Database(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    bus = MemoryBus()
+    log = EventLog(bus=bus)
     return Services(
         settings=settings,
         db=db,
@@ -46,6 +52,9 @@ def build_services(settings: Settings) -> Services:
             limiter=LoginLimiter(settings),
         ),
         users=UserService(db=db),
+        chats=ChatService(db=db, log=log),
+        messages=MessageService(db=db, log=log),
+        bus=bus,
         health=HealthService(db=db, redis=redis),
     )
 
@@ -60,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             if services.redis is not None:
                 await services.redis.aclose()
+            await services.bus.close()
             await services.db.close()
 
     app = FastAPI(
@@ -72,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
-    for router in (auth.router, users.router, ops.router):
+    for router in (auth.router, users.router, chats.router, messages.router, ops.router):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(

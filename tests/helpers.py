@@ -41,3 +41,55 @@ def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
 def error_fields(body: dict[str, Any]) -> set[str]:
     """The names of the fields a validation problem complains about."""
     return {str(e["loc"][-1]) for e in body["errors"] if e["loc"]}
+
+
+async def group(
+    client: httpx.AsyncClient, owner: dict[str, Any], *members: dict[str, Any], name: str = "Team"
+) -> str:
+    """Create a group chat owned by `owner` with `members`; returns its id."""
+    r = await client.post(
+        "/api/chats",
+        json={"type": "group", "name": name, "member_ids": [m["user"]["id"] for m in members]},
+        headers=owner["headers"],
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def direct(client: httpx.AsyncClient, a: dict[str, Any], b: dict[str, Any]) -> str:
+    r = await client.post(
+        "/api/chats", json={"type": "direct", "user_id": b["user"]["id"]}, headers=a["headers"]
+    )
+    assert r.status_code in (200, 201), r.text
+    return str(r.json()["id"])
+
+
+async def send(
+    client: httpx.AsyncClient, who: dict[str, Any], chat_id: str, content: str = "hi", **extra: Any
+) -> dict[str, Any]:
+    r = await client.post(
+        "/api/messages",
+        json={"chat_id": chat_id, "content": content, **extra},
+        headers=who["headers"],
+    )
+    assert r.status_code in (200, 201), r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def events(
+    client: httpx.AsyncClient, who: dict[str, Any], chat_id: str
+) -> list[dict[str, Any]]:
+    """The whole event log of a chat, following `has_more`."""
+    out: list[dict[str, Any]] = []
+    while True:
+        after = out[-1]["seq"] if out else 0
+        r = await client.get(
+            f"/api/chats/{chat_id}/events",
+            params={"after": after, "limit": 1000},
+            headers=who["headers"],
+        )
+        assert r.status_code == 200, r.text
+        out += r.json()["items"]
+        if not r.json()["has_more"]:
+            return out

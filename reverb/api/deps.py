@@ -12,8 +12,11 @@ from redis.asyncio import Redis
 from reverb.config import Settings
 from reverb.domain.users import User
 from reverb.errors import ErrorCode, ReverbError
+from reverb.realtime.bus import Bus
 from reverb.services.auth import AuthService
+from reverb.services.chats import ChatService
 from reverb.services.health import HealthService
+from reverb.services.messages import MessageService
 from reverb.services.users import UserService
 from reverb.storage.db import Database
 
@@ -28,6 +31,9 @@ class Services:
     auth: AuthService
     users: UserService
     health: HealthService
+    chats: ChatService
+    messages: MessageService
+    bus: Bus
 
 
 def get_services(request: Request) -> Services:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import (
@@ -12,20 +11,13 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
-    PlainSerializer,
     StringConstraints,
     field_validator,
     model_validator,
 )
 
 from reverb.domain.users import IssuedTokens, User
-
-
-def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-Timestamp = Annotated[datetime, PlainSerializer(_rfc3339, return_type=str)]
+from reverb.domain.wire import MessageView, Timestamp, UserView
 
 T = TypeVar("T")
 
@@ -93,39 +85,13 @@ class Page(BaseModel, Generic[T]):
 # --- users -------------------------------------------------------------------------------------
 
 
-def avatar_url(key: str | None) -> str | None:
-    return f"/media/{key}" if key else None
-
-
-class UserOut(BaseModel):
-    id: str
-    username: str
-    display_name: str
-    bio: str
-    avatar_url: str | None
-    status: Literal["online", "offline"]
-    last_seen_at: Timestamp | None
-
-    @classmethod
-    def of(cls, user: User, *, online: bool = False) -> UserOut:
-        return cls(
-            id=user.id,
-            username=user.username,
-            display_name=user.display_name,
-            bio=user.bio,
-            avatar_url=avatar_url(user.avatar_key),
-            status="online" if online else "offline",
-            last_seen_at=user.last_seen_at,
-        )
-
-
-class MeOut(UserOut):
+class MeOut(UserView):
     email: str
     created_at: Timestamp
 
     @classmethod
     def of(cls, user: User, *, online: bool = False) -> MeOut:
-        base = UserOut.of(user, online=online).model_dump()
+        base = UserView.of(user, online=online).model_dump()
         return cls(**base, email=user.email, created_at=user.created_at)
 
 
@@ -194,3 +160,73 @@ class TokenOut(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# --- chats and messages ------------------------------------------------------------------------
+
+# Sequence numbers are stored as 32-bit integers; larger values can only be mistakes.
+Seq = Annotated[int, Field(ge=0, le=2**31 - 1)]
+ChatName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_one_line),
+]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)]
+IdRef = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class DirectChatIn(Input):
+    type: Literal["direct"]
+    user_id: IdRef
+
+
+class GroupChatIn(Input):
+    type: Literal["group"]
+    name: ChatName
+    description: Description = ""
+    member_ids: Annotated[list[IdRef], Field(max_length=1000)] = Field(default_factory=list)
+
+
+ChatIn = Annotated[DirectChatIn | GroupChatIn, Field(discriminator="type")]
+
+
+class ChatPatch(Input):
+    name: ChatName | None = None
+    description: Description | None = None
+
+
+class MemberIn(Input):
+    user_id: IdRef
+
+
+class RoleIn(Input):
+    role: Literal["admin", "member"]
+
+
+class SeqIn(Input):
+    seq: Seq
+
+
+class MessageIn(Input):
+    chat_id: IdRef
+    # Length and blankness are checked by the service (422 content_too_long), which the
+    # WebSocket path shares.
+    content: str
+    client_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    reply_to_id: IdRef | None = None
+
+
+class MessageEdit(Input):
+    content: str
+
+
+class MessagePage(BaseModel):
+    items: list[MessageView]
+    has_more: bool
+
+
+class EventPage(BaseModel):
+    """`items` are the logged events exactly as the WebSocket delivers them."""
+
+    items: list[dict[str, object]]
+    has_more: bool

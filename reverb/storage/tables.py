@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -11,6 +13,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
+    false,
 )
 
 from reverb.storage.types import UTCDateTime
@@ -70,4 +74,81 @@ login_failures = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_login_failures_account", "account_key", "created_at"),
     Index("ix_login_failures_address", "address", "created_at"),
+)
+
+chats = Table(
+    "chats",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("type", String(10), nullable=False),
+    Column("name", String(100), nullable=True),
+    Column("description", Text, nullable=False, server_default=""),
+    # "<smaller user id>:<larger user id>" for direct chats: the unique key that makes
+    # access-or-create give one chat per pair even when both users ask at once.
+    Column("direct_key", String(2 * ID + 1), nullable=True, unique=True),
+    # The chat's event log head: the seq of its newest event. Allocating a seq updates this row,
+    # whose lock then orders concurrent writers of one chat by commit.
+    Column("last_seq", Integer, nullable=False, server_default="0"),
+    Column("last_message_id", String(ID), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("last_activity_at", UTCDateTime, nullable=False),
+)
+
+chat_members = Table(
+    "chat_members",
+    metadata,
+    Column("chat_id", String(ID), ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(10), nullable=False),
+    Column("joined_at", UTCDateTime, nullable=False),
+    Column("last_read_seq", Integer, nullable=False, server_default="0"),
+    Column("last_delivered_seq", Integer, nullable=False, server_default="0"),
+    Index("ix_chat_members_user_id", "user_id"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    # An integer key for the full-text index (SQLite FTS5 needs a stable integer rowid).
+    Column(
+        "pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("id", String(ID), nullable=False, unique=True),
+    Column("chat_id", String(ID), ForeignKey("chats.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("sender_id", String(ID), ForeignKey("users.id"), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("client_id", String(128), nullable=True),
+    Column("reply_to_id", String(ID), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("edited_at", UTCDateTime, nullable=True),
+    Column("deleted", Boolean, nullable=False, server_default=false()),
+    UniqueConstraint("chat_id", "seq", name="uq_messages_chat_seq"),
+    # Durable idempotency for sends: NULL client ids never collide.
+    UniqueConstraint("chat_id", "sender_id", "client_id", name="uq_messages_chat_sender_client"),
+)
+
+reactions = Table(
+    "reactions",
+    metadata,
+    Column(
+        "message_id", String(ID), ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("emoji", String(32), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+chat_events = Table(
+    "chat_events",
+    metadata,
+    Column("chat_id", String(ID), ForeignKey("chats.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("type", String(32), nullable=False),
+    # The event exactly as it was delivered live (JSON), so a replay sends the same bytes.
+    Column("data", Text, nullable=False),
+    # Whom a membership event concerns: lets a resume find "you were removed" quickly.
+    Column("user_id", String(ID), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
 )

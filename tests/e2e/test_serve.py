@@ -58,6 +58,34 @@ def walk_through(url: str) -> None:
         assert http.get("/readyz").status_code == 200
 
 
+def chat_walk_through(http: httpx.Client, auth: dict[str, str], bob_id: str) -> None:
+    """The README's chat walk-through: create a group, send, page history, search."""
+    group = http.post(
+        "/api/chats",
+        json={"type": "group", "name": "Tea party", "member_ids": [bob_id]},
+        headers=auth,
+    )
+    assert group.status_code == 201, group.text
+    chat_id = group.json()["id"]
+    for i in range(1, 6):
+        sent = http.post(
+            "/api/messages",
+            json={"chat_id": chat_id, "content": f"cup of tea number {i}", "client_id": f"tea-{i}"},
+            headers=auth,
+        )
+        assert sent.status_code == 201 and sent.json()["seq"] == i
+    newest = http.get(f"/api/messages/{chat_id}", params={"limit": 2}, headers=auth).json()
+    assert [m["seq"] for m in newest["items"]] == [4, 5] and newest["has_more"]
+    older = http.get(
+        f"/api/messages/{chat_id}", params={"limit": 2, "before": 4}, headers=auth
+    ).json()
+    assert [m["seq"] for m in older["items"]] == [2, 3]
+    hits = http.get("/api/messages/search", params={"q": "tea number 3"}, headers=auth).json()
+    assert [m["content"] for m in hits["items"]] == ["cup of tea number 3"]
+    chats = http.get("/api/chats", headers=auth).json()["items"]
+    assert chats[0]["id"] == chat_id and chats[0]["last_message"]["seq"] == 5
+
+
 def test_zero_configuration_serves_on_sqlite(tmp_path: Path) -> None:
     with reverb_serve(tmp_path) as (url, _):
         walk_through(url)

@@ -1,0 +1,94 @@
+"""Appending to a chat's event log, and publishing what was appended once it is committed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from reverb.domain.events import Envelope, LoggedEvent, encode
+from reverb.realtime.bus import Bus
+from reverb.storage import chats as chat_store
+from reverb.storage import events as event_store
+from reverb.storage.db import Tx
+
+E = TypeVar("E", bound=LoggedEvent)
+
+
+@dataclass(slots=True)
+class EventLog:
+    bus: Bus
+
+    async def append(
+        self,
+        tx: Tx,
+        chat_id: str,
+        build: Callable[[int], E],
+        *,
+        now: datetime,
+        concerns: str | None = None,
+        joined: tuple[str, ...] = (),
+        left: tuple[str, ...] = (),
+    ) -> E:
+        """Take the chat's next seq, store the event built for it, publish it after commit.
+
+        The caller must hold the chat's lock (`chats.lock`). `concerns` names the user a
+        membership event is about: they get it even if no longer a member, and a resume can
+        find their removal.
+        """
+        seq = await chat_store.next_seq(tx.conn, chat_id, now)
+        event = build(seq)
+        await self.record(tx, event, now=now, concerns=concerns, joined=joined, left=left)
+        return event
+
+    async def record(
+        self,
+        tx: Tx,
+        event: LoggedEvent,
+        *,
+        now: datetime,
+        concerns: str | None = None,
+        joined: tuple[str, ...] = (),
+        left: tuple[str, ...] = (),
+    ) -> None:
+        """Store an event whose seq the caller took with `chats.next_seq`; publish on commit."""
+        data = encode(event)
+        await event_store.append(
+            tx.conn,
+            chat_id=event.chat_id,
+            seq=event.seq,
+            type=event.type,
+            data=data,
+            user_id=concerns,
+            now=now,
+        )
+        self.publish_after_commit(
+            tx,
+            Envelope(
+                type=event.type,
+                data=data,
+                chat_id=event.chat_id,
+                seq=event.seq,
+                user_ids=(concerns,) if concerns else (),
+                joined=joined,
+                left=left,
+            ),
+        )
+
+    def publish_after_commit(self, tx: Tx, envelope: Envelope) -> None:
+        async def publish() -> None:
+            await self.bus.publish(envelope)
+
+        tx.after_commit(publish)
+
+    def notify_after_commit(
+        self, tx: Tx, event: BaseModel, *, chat_id: str | None = None, users: tuple[str, ...] = ()
+    ) -> None:
+        """A live-only event (not logged): to a chat's members and/or to named users."""
+        event_type = str(getattr(event, "type", ""))
+        self.publish_after_commit(
+            tx, Envelope(type=event_type, data=encode(event), chat_id=chat_id, user_ids=users)
+        )

@@ -1,0 +1,231 @@
+"""Messages: sending (idempotent by client id), history, edits, deletions, reactions, search."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from reverb import ids
+from reverb.domain.events import MessageCreated, MessageDeleted, MessageUpdated, ReactionUpdated
+from reverb.domain.users import User
+from reverb.domain.wire import MessageView
+from reverb.errors import ErrorCode, ReverbError, conflict, forbidden, invalid, not_found
+from reverb.services import views
+from reverb.services.chats import MANAGERS, membership
+from reverb.services.eventlog import EventLog
+from reverb.storage import chats as chat_store
+from reverb.storage import messages as message_store
+from reverb.storage.db import Database, Tx
+from reverb.storage.messages import MessageRow
+from reverb.storage.types import utcnow
+
+MAX_CONTENT = 4000  # characters (code points), after trimming: the API contract
+MAX_EMOJI = 32
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def clean_content(content: str) -> str:
+    """The content as stored: surrounding whitespace trimmed, 1-4000 characters, no NUL."""
+    trimmed = content.strip()
+    if not trimmed:
+        raise invalid("content must not be blank", field="content")
+    if len(trimmed) > MAX_CONTENT:
+        raise invalid(
+            f"content is over {MAX_CONTENT} characters",
+            field="content",
+            code=ErrorCode.CONTENT_TOO_LONG,
+        )
+    if "\x00" in trimmed:
+        raise invalid("content must not contain NUL characters", field="content")
+    return trimmed
+
+
+def clean_emoji(emoji: str) -> str:
+    if not emoji.strip() or len(emoji) > MAX_EMOJI or _CONTROL.search(emoji):
+        raise invalid(
+            f"a reaction is a short non-blank string (at most {MAX_EMOJI} characters)",
+            field="emoji",
+        )
+    return emoji
+
+
+def message_not_found() -> ReverbError:
+    return not_found(ErrorCode.MESSAGE_NOT_FOUND, "message")
+
+
+@dataclass(slots=True)
+class MessageService:
+    db: Database
+    log: EventLog
+
+    async def send(
+        self,
+        *,
+        me: User,
+        chat_id: str,
+        content: str,
+        client_id: str | None = None,
+        reply_to_id: str | None = None,
+    ) -> tuple[MessageView, bool]:
+        """Store and announce a message: (the message, whether it is new). A repeated
+        `client_id` from the same sender in the same chat returns the original, unchanged."""
+        content = clean_content(content)
+        try:
+            async with self.db.transaction() as tx:
+                return await self._send(tx, me, chat_id, content, client_id, reply_to_id)
+        except IntegrityError:
+            # A concurrent retry with the same client id committed first: answer with it.
+            if client_id is None:
+                raise
+            async with self.db.read() as conn:
+                await membership(conn, chat_id, me.id)
+                row = await message_store.by_client_id(conn, chat_id, me.id, client_id)
+                if row is None:
+                    raise
+                return (await views.message_views(conn, [row], me.id))[0], False
+
+    async def _send(
+        self,
+        tx: Tx,
+        me: User,
+        chat_id: str,
+        content: str,
+        client_id: str | None,
+        reply_to_id: str | None,
+    ) -> tuple[MessageView, bool]:
+        # The chat lock comes first: with it held, an earlier send of the same client id is
+        # either committed (and found here) or not yet begun.
+        await membership(tx.conn, chat_id, me.id, lock=True)
+        if client_id is not None:
+            existing = await message_store.by_client_id(tx.conn, chat_id, me.id, client_id)
+            if existing is not None:
+                return (await views.message_views(tx.conn, [existing], me.id))[0], False
+        if reply_to_id is not None:
+            target = (
+                await message_store.get(tx.conn, reply_to_id) if ids.is_id(reply_to_id) else None
+            )
+            if target is None or target.chat_id != chat_id:
+                raise invalid("reply_to_id is not a message of this chat", field="reply_to_id")
+        now = utcnow()
+        message_id = ids.new_id()
+        seq = await chat_store.next_seq(tx.conn, chat_id, now)
+        row = MessageRow(
+            id=message_id,
+            chat_id=chat_id,
+            seq=seq,
+            sender_id=me.id,
+            content=content,
+            client_id=client_id,
+            reply_to_id=reply_to_id,
+            created_at=now,
+            edited_at=None,
+            deleted=False,
+        )
+        await message_store.insert_message(tx.conn, **asdict(row))
+        await chat_store.update_chat(tx.conn, chat_id, last_message_id=message_id)
+        view = views.message_view(row, me)
+        await self.log.record(tx, MessageCreated(chat_id=chat_id, seq=seq, message=view), now=now)
+        return view, True
+
+    async def history(
+        self, *, me: User, chat_id: str, before: int | None, after: int | None, limit: int
+    ) -> tuple[list[MessageView], bool]:
+        async with self.db.read() as conn:
+            await membership(conn, chat_id, me.id)
+            rows, more = await message_store.page(
+                conn, chat_id, before=before, after=after, limit=limit
+            )
+            return await views.message_views(conn, rows, me.id), more
+
+    async def _locked(self, tx: Tx, me: User, message_id: str) -> tuple[MessageRow, str]:
+        """The message and the caller's role in its chat, with the chat locked; 404 for a
+        message the caller cannot see."""
+        row = await message_store.get(tx.conn, message_id) if ids.is_id(message_id) else None
+        if row is None:
+            raise message_not_found()
+        try:
+            chat, mine = await membership(tx.conn, row.chat_id, me.id, lock=True)
+        except ReverbError:
+            raise message_not_found() from None
+        return row, mine.role if chat.type == "group" else "member"
+
+    async def edit(self, *, me: User, message_id: str, content: str) -> MessageView:
+        content = clean_content(content)
+        async with self.db.transaction() as tx:
+            row, _ = await self._locked(tx, me, message_id)
+            if row.sender_id != me.id:
+                raise forbidden("only the sender can edit a message")
+            if row.deleted:
+                raise conflict(ErrorCode.MESSAGE_DELETED, "the message was deleted")
+            if content != row.content:
+                now = utcnow()
+                await message_store.update_message(
+                    tx.conn, message_id, content=content, edited_at=now
+                )
+                edited = await message_store.get(tx.conn, message_id)
+                assert edited is not None
+                shared = (await views.message_views(tx.conn, [edited], None))[0]
+                await self.log.append(
+                    tx,
+                    row.chat_id,
+                    lambda seq: MessageUpdated(chat_id=row.chat_id, seq=seq, message=shared),
+                    now=now,
+                )
+            current = await message_store.get(tx.conn, message_id)
+            assert current is not None
+            return (await views.message_views(tx.conn, [current], me.id))[0]
+
+    async def delete(self, *, me: User, message_id: str) -> None:
+        async with self.db.transaction() as tx:
+            row, role = await self._locked(tx, me, message_id)
+            if row.sender_id != me.id and role not in MANAGERS:
+                raise forbidden("only the sender or a group owner or admin can delete a message")
+            if row.deleted:
+                return
+            await message_store.update_message(tx.conn, message_id, deleted=True, content="")
+            await message_store.clear_reactions(tx.conn, message_id)
+            await self.log.append(
+                tx,
+                row.chat_id,
+                lambda seq: MessageDeleted(chat_id=row.chat_id, seq=seq, message_id=message_id),
+                now=utcnow(),
+            )
+
+    async def react(self, *, me: User, message_id: str, emoji: str, add: bool) -> None:
+        emoji = clean_emoji(emoji)
+        async with self.db.transaction() as tx:
+            row, _ = await self._locked(tx, me, message_id)
+            now = utcnow()
+            if add:
+                if row.deleted:
+                    raise conflict(ErrorCode.MESSAGE_DELETED, "the message was deleted")
+                changed = await message_store.add_reaction(tx.conn, message_id, me.id, emoji, now)
+            else:
+                changed = await message_store.remove_reaction(tx.conn, message_id, me.id, emoji)
+            if changed:
+                await self.log.append(
+                    tx,
+                    row.chat_id,
+                    lambda seq: ReactionUpdated(
+                        chat_id=row.chat_id,
+                        seq=seq,
+                        message_id=message_id,
+                        emoji=emoji,
+                        user_id=me.id,
+                        added=add,
+                    ),
+                    now=now,
+                )
+
+    async def search(
+        self, *, me: User, query: str, chat_id: str | None, offset: int, limit: int
+    ) -> tuple[list[MessageView], bool]:
+        async with self.db.read() as conn:
+            if chat_id is not None:
+                await membership(conn, chat_id, me.id)
+            rows = await message_store.search(
+                conn, viewer_id=me.id, query=query, chat_id=chat_id, offset=offset, limit=limit + 1
+            )
+            return await views.message_views(conn, rows[:limit], me.id), len(rows) > limit

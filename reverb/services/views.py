@@ -1,0 +1,116 @@
+"""Build the wire views of chats and messages in batches: a page costs a fixed number of
+queries, whatever its length (no query per item)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from reverb.domain.users import User
+from reverb.domain.wire import (
+    ChatInfo,
+    ChatView,
+    MemberView,
+    MessageView,
+    ReactionView,
+    Role,
+    UserView,
+)
+from reverb.storage import chats as chat_store
+from reverb.storage import messages as message_store
+from reverb.storage import users as user_store
+from reverb.storage.chats import ChatRow, MemberRow
+from reverb.storage.messages import MessageRow
+
+
+def message_view(
+    row: MessageRow, sender: User, reactions: Sequence[message_store.ReactionCount] = ()
+) -> MessageView:
+    return MessageView(
+        id=row.id,
+        chat_id=row.chat_id,
+        seq=row.seq,
+        sender=UserView.of(sender),
+        content=row.content,
+        client_id=row.client_id,
+        reply_to_id=row.reply_to_id,
+        attachments=[],
+        created_at=row.created_at,
+        edited_at=row.edited_at,
+        deleted=row.deleted,
+        reactions=[ReactionView(emoji=r.emoji, count=r.count, me=r.me) for r in reactions],
+    )
+
+
+async def message_views(
+    conn: AsyncConnection, rows: Sequence[MessageRow], viewer_id: str | None
+) -> list[MessageView]:
+    """`viewer_id` None: reactions' `me` is false for all (the view every member shares)."""
+    senders = await user_store.get_many(conn, [r.sender_id for r in rows])
+    reactions = await message_store.reaction_counts(conn, [r.id for r in rows], viewer_id)
+    return [message_view(r, senders[r.sender_id], reactions.get(r.id, ())) for r in rows]
+
+
+def chat_info(chat: ChatRow, member_count: int) -> ChatInfo:
+    return ChatInfo(
+        id=chat.id,
+        type="direct" if chat.type == "direct" else "group",
+        name=chat.name,
+        description=chat.description,
+        member_count=member_count,
+        last_seq=chat.last_seq,
+        created_at=chat.created_at,
+        updated_at=chat.updated_at,
+    )
+
+
+async def chat_views(
+    conn: AsyncConnection, pairs: Sequence[tuple[ChatRow, MemberRow]], viewer_id: str
+) -> list[ChatView]:
+    chat_ids = [c.id for c, _ in pairs]
+    counts = await chat_store.member_counts(conn, chat_ids)
+    unread = await chat_store.unread_counts(conn, chat_ids, viewer_id)
+    peer_ids = await chat_store.peers(
+        conn, [c.id for c, _ in pairs if c.type == "direct"], viewer_id
+    )
+    peers = await user_store.get_many(conn, list(peer_ids.values()))
+    last_rows = await message_store.get_many(
+        conn, [c.last_message_id for c, _ in pairs if c.last_message_id]
+    )
+    last = {v.id: v for v in await message_views(conn, list(last_rows.values()), viewer_id)}
+    views = []
+    for chat, member in pairs:
+        peer = peers.get(peer_ids.get(chat.id, ""))
+        info = chat_info(chat, counts.get(chat.id, 0))
+        views.append(
+            ChatView(
+                **info.model_dump(),
+                peer=UserView.of(peer) if peer else None,
+                my_role=role(member.role),
+                last_read_seq=member.last_read_seq,
+                unread_count=unread.get(chat.id, 0),
+                last_message=last.get(chat.last_message_id or ""),
+            )
+        )
+    return views
+
+
+def role(value: str) -> Role:
+    if value == "owner":
+        return "owner"
+    return "admin" if value == "admin" else "member"
+
+
+async def member_views(conn: AsyncConnection, rows: Sequence[MemberRow]) -> list[MemberView]:
+    users = await user_store.get_many(conn, [m.user_id for m in rows])
+    return [
+        MemberView(
+            user=UserView.of(users[m.user_id]),
+            role=role(m.role),
+            joined_at=m.joined_at,
+            last_read_seq=m.last_read_seq,
+            last_delivered_seq=m.last_delivered_seq,
+        )
+        for m in rows
+    ]

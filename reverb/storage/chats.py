@@ -1,0 +1,229 @@
+"""Queries on chats and their members."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from reverb.storage.tables import chat_members, chats, messages
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRow:
+    id: str
+    type: str
+    name: str | None
+    description: str
+    direct_key: str | None
+    last_seq: int
+    last_message_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_activity_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    chat_id: str
+    user_id: str
+    role: str
+    joined_at: datetime
+    last_read_seq: int
+    last_delivered_seq: int
+
+
+_CHAT = list(chats.c)
+_MEMBER = list(chat_members.c)
+
+
+def _chat(row: Any) -> ChatRow:
+    return ChatRow(**{c.name: row._mapping[c.name] for c in _CHAT})
+
+
+def _member(row: Any) -> MemberRow:
+    return MemberRow(**{c.name: row._mapping[c.name] for c in _MEMBER})
+
+
+async def insert_chat(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(insert(chats).values(**values))
+
+
+async def insert_members(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(chat_members), list(rows))
+
+
+async def get(conn: AsyncConnection, chat_id: str) -> ChatRow | None:
+    row = (await conn.execute(select(*_CHAT).where(chats.c.id == chat_id))).first()
+    return _chat(row) if row else None
+
+
+async def lock(conn: AsyncConnection, chat_id: str) -> ChatRow | None:
+    """Read the chat and hold its row lock to the end of the transaction (PostgreSQL; SQLite
+    writers are serialised by BEGIN IMMEDIATE). Every writer of a chat takes this lock first,
+    so they queue in one order and never deadlock."""
+    stmt = select(*_CHAT).where(chats.c.id == chat_id).with_for_update()
+    row = (await conn.execute(stmt)).first()
+    return _chat(row) if row else None
+
+
+async def find_direct(conn: AsyncConnection, direct_key: str) -> ChatRow | None:
+    row = (await conn.execute(select(*_CHAT).where(chats.c.direct_key == direct_key))).first()
+    return _chat(row) if row else None
+
+
+async def update_chat(conn: AsyncConnection, chat_id: str, **values: Any) -> None:
+    await conn.execute(update(chats).where(chats.c.id == chat_id).values(**values))
+
+
+async def next_seq(conn: AsyncConnection, chat_id: str, now: datetime) -> int:
+    """Take the chat's next event seq: 1, 2, 3, ... with no gaps (a rollback returns it)."""
+    result = await conn.execute(
+        update(chats)
+        .where(chats.c.id == chat_id)
+        .values(last_seq=chats.c.last_seq + 1, last_activity_at=now)
+        .returning(chats.c.last_seq)
+    )
+    return int(result.scalar_one())
+
+
+async def get_member(conn: AsyncConnection, chat_id: str, user_id: str) -> MemberRow | None:
+    row = (
+        await conn.execute(
+            select(*_MEMBER).where(
+                chat_members.c.chat_id == chat_id, chat_members.c.user_id == user_id
+            )
+        )
+    ).first()
+    return _member(row) if row else None
+
+
+async def members(conn: AsyncConnection, chat_id: str) -> list[MemberRow]:
+    """Longest-standing first (the order ownership is handed on in)."""
+    stmt = (
+        select(*_MEMBER)
+        .where(chat_members.c.chat_id == chat_id)
+        .order_by(chat_members.c.joined_at, chat_members.c.user_id)
+    )
+    return [_member(r) for r in await conn.execute(stmt)]
+
+
+async def member_ids(conn: AsyncConnection, chat_id: str) -> list[str]:
+    stmt = select(chat_members.c.user_id).where(chat_members.c.chat_id == chat_id)
+    return list((await conn.execute(stmt)).scalars())
+
+
+async def member_counts(conn: AsyncConnection, chat_ids: Sequence[str]) -> dict[str, int]:
+    if not chat_ids:
+        return {}
+    stmt = (
+        select(chat_members.c.chat_id, func.count())
+        .where(chat_members.c.chat_id.in_(chat_ids))
+        .group_by(chat_members.c.chat_id)
+    )
+    return {chat_id: int(n) for chat_id, n in await conn.execute(stmt)}
+
+
+async def peers(conn: AsyncConnection, chat_ids: Sequence[str], viewer_id: str) -> dict[str, str]:
+    """The other member of each direct chat."""
+    if not chat_ids:
+        return {}
+    stmt = select(chat_members.c.chat_id, chat_members.c.user_id).where(
+        chat_members.c.chat_id.in_(chat_ids), chat_members.c.user_id != viewer_id
+    )
+    return {chat_id: user_id for chat_id, user_id in await conn.execute(stmt)}
+
+
+async def unread_counts(
+    conn: AsyncConnection, chat_ids: Sequence[str], viewer_id: str
+) -> dict[str, int]:
+    """Messages from others, not deleted, above the viewer's read marker; one query for all."""
+    if not chat_ids:
+        return {}
+    m, cm = messages.c, chat_members.c
+    stmt = (
+        select(m.chat_id, func.count())
+        .select_from(
+            messages.join(chat_members, and_(cm.chat_id == m.chat_id, cm.user_id == viewer_id))
+        )
+        .where(
+            m.chat_id.in_(chat_ids),
+            m.seq > cm.last_read_seq,
+            m.sender_id != viewer_id,
+            m.deleted.is_(False),
+        )
+        .group_by(m.chat_id)
+    )
+    return {chat_id: int(n) for chat_id, n in await conn.execute(stmt)}
+
+
+async def memberships_page(
+    conn: AsyncConnection,
+    user_id: str,
+    *,
+    before: tuple[datetime, str] | None,
+    limit: int,
+    chat_ids: Sequence[str] | None = None,
+) -> list[tuple[ChatRow, MemberRow]]:
+    """The user's chats, most recent activity first, keyset-paged on (activity, id)."""
+    stmt = (
+        select(*_CHAT, *[c.label(f"m_{c.name}") for c in _MEMBER])
+        .select_from(chats.join(chat_members, chat_members.c.chat_id == chats.c.id))
+        .where(chat_members.c.user_id == user_id)
+        .order_by(chats.c.last_activity_at.desc(), chats.c.id.desc())
+        .limit(limit)
+    )
+    if chat_ids is not None:
+        stmt = stmt.where(chats.c.id.in_(chat_ids))
+    if before is not None:
+        at, chat_id = before
+        stmt = stmt.where(
+            or_(
+                chats.c.last_activity_at < at,
+                and_(chats.c.last_activity_at == at, chats.c.id < chat_id),
+            )
+        )
+    out = []
+    for row in await conn.execute(stmt):
+        mapping = row._mapping
+        member = MemberRow(**{c.name: mapping[f"m_{c.name}"] for c in _MEMBER})
+        out.append((_chat(row), member))
+    return out
+
+
+async def set_role(conn: AsyncConnection, chat_id: str, user_id: str, role: str) -> None:
+    await conn.execute(
+        update(chat_members)
+        .where(chat_members.c.chat_id == chat_id, chat_members.c.user_id == user_id)
+        .values(role=role)
+    )
+
+
+async def delete_member(conn: AsyncConnection, chat_id: str, user_id: str) -> None:
+    await conn.execute(
+        delete(chat_members).where(
+            chat_members.c.chat_id == chat_id, chat_members.c.user_id == user_id
+        )
+    )
+
+
+async def raise_markers(
+    conn: AsyncConnection, chat_id: str, user_id: str, *, read: int | None, delivered: int
+) -> None:
+    """Move the read and delivered markers forwards only; never backwards."""
+    cm = chat_members.c
+    values: dict[str, Any] = {
+        "last_delivered_seq": case(
+            (cm.last_delivered_seq < delivered, delivered), else_=cm.last_delivered_seq
+        )
+    }
+    if read is not None:
+        values["last_read_seq"] = case((cm.last_read_seq < read, read), else_=cm.last_read_seq)
+    await conn.execute(
+        update(chat_members).where(cm.chat_id == chat_id, cm.user_id == user_id).values(**values)
+    )

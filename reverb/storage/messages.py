@@ -1,0 +1,195 @@
+"""Queries on messages and reactions."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, delete, func, insert, literal_column, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from reverb.storage.tables import chat_members, messages, reactions
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    id: str
+    chat_id: str
+    seq: int
+    sender_id: str
+    content: str
+    client_id: str | None
+    reply_to_id: str | None
+    created_at: datetime
+    edited_at: datetime | None
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionCount:
+    emoji: str
+    count: int
+    me: bool
+
+
+_MESSAGE = [c for c in messages.c if c.name != "pk"]
+
+
+def _message(row: Any) -> MessageRow:
+    return MessageRow(**{c.name: row._mapping[c.name] for c in _MESSAGE})
+
+
+async def insert_message(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(insert(messages).values(**values))
+
+
+async def get(conn: AsyncConnection, message_id: str) -> MessageRow | None:
+    row = (await conn.execute(select(*_MESSAGE).where(messages.c.id == message_id))).first()
+    return _message(row) if row else None
+
+
+async def get_many(conn: AsyncConnection, message_ids: Sequence[str]) -> dict[str, MessageRow]:
+    if not message_ids:
+        return {}
+    rows = await conn.execute(select(*_MESSAGE).where(messages.c.id.in_(set(message_ids))))
+    return {m.id: m for m in map(_message, rows)}
+
+
+async def by_client_id(
+    conn: AsyncConnection, chat_id: str, sender_id: str, client_id: str
+) -> MessageRow | None:
+    m = messages.c
+    row = (
+        await conn.execute(
+            select(*_MESSAGE).where(
+                m.chat_id == chat_id, m.sender_id == sender_id, m.client_id == client_id
+            )
+        )
+    ).first()
+    return _message(row) if row else None
+
+
+async def page(
+    conn: AsyncConnection, chat_id: str, *, before: int | None, after: int | None, limit: int
+) -> tuple[list[MessageRow], bool]:
+    """Messages ascending by seq, and whether more lie beyond the page in the paging direction.
+
+    `after` pages forwards (catch-up), otherwise the page ends at `before` (or the newest).
+    """
+    m = messages.c
+    stmt = select(*_MESSAGE).where(m.chat_id == chat_id).limit(limit + 1)
+    if before is not None:
+        stmt = stmt.where(m.seq < before)
+    if after is not None:
+        stmt = stmt.where(m.seq > after).order_by(m.seq)
+    else:
+        stmt = stmt.order_by(m.seq.desc())
+    rows = [_message(r) for r in await conn.execute(stmt)]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if after is None:
+        rows.reverse()
+    return rows, more
+
+
+async def update_message(conn: AsyncConnection, message_id: str, **values: Any) -> None:
+    await conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
+
+
+async def add_reaction(
+    conn: AsyncConnection, message_id: str, user_id: str, emoji: str, now: datetime
+) -> bool:
+    """False when the user had already reacted so."""
+    r = reactions.c
+    exists = (
+        await conn.execute(
+            select(r.emoji).where(
+                r.message_id == message_id, r.user_id == user_id, r.emoji == emoji
+            )
+        )
+    ).first()
+    if exists:
+        return False
+    await conn.execute(
+        insert(reactions).values(
+            message_id=message_id, user_id=user_id, emoji=emoji, created_at=now
+        )
+    )
+    return True
+
+
+async def remove_reaction(conn: AsyncConnection, message_id: str, user_id: str, emoji: str) -> bool:
+    r = reactions.c
+    result = await conn.execute(
+        delete(reactions).where(r.message_id == message_id, r.user_id == user_id, r.emoji == emoji)
+    )
+    return bool(result.rowcount)
+
+
+async def clear_reactions(conn: AsyncConnection, message_id: str) -> None:
+    await conn.execute(delete(reactions).where(reactions.c.message_id == message_id))
+
+
+async def reaction_counts(
+    conn: AsyncConnection, message_ids: Sequence[str], viewer_id: str | None
+) -> dict[str, list[ReactionCount]]:
+    """Per message: each emoji with its count and whether the viewer is among its reactors,
+    in the order the emoji first appeared. One query for the whole page."""
+    if not message_ids:
+        return {}
+    r = reactions.c
+    mine = func.max(case((r.user_id == (viewer_id or ""), 1), else_=0))
+    stmt = (
+        select(r.message_id, r.emoji, func.count(), mine, func.min(r.created_at))
+        .where(r.message_id.in_(set(message_ids)))
+        .group_by(r.message_id, r.emoji)
+        .order_by(r.message_id, func.min(r.created_at), r.emoji)
+    )
+    out: dict[str, list[ReactionCount]] = defaultdict(list)
+    for message_id, emoji, count, me, _ in await conn.execute(stmt):
+        out[message_id].append(ReactionCount(emoji=emoji, count=int(count), me=bool(me)))
+    return out
+
+
+def _fts5_query(query: str) -> str:
+    """Each word as a quoted FTS5 string: user text can never be read as query syntax."""
+    return " ".join('"' + word.replace('"', '""') + '"' for word in query.split())
+
+
+async def search(
+    conn: AsyncConnection,
+    *,
+    viewer_id: str,
+    query: str,
+    chat_id: str | None,
+    offset: int,
+    limit: int,
+) -> list[MessageRow]:
+    """Messages of the viewer's chats matching every word of `query`, best match first."""
+    m = messages.c
+    my_chats = select(chat_members.c.chat_id).where(chat_members.c.user_id == viewer_id)
+    stmt = select(*_MESSAGE).where(m.chat_id.in_(my_chats), m.deleted.is_(False))
+    if chat_id is not None:
+        stmt = stmt.where(m.chat_id == chat_id)
+    if conn.dialect.name == "sqlite":
+        hits = (
+            text(
+                "SELECT rowid AS pk, bm25(messages_fts) AS rank FROM messages_fts "
+                "WHERE messages_fts MATCH :q"
+            )
+            .bindparams(q=_fts5_query(query))
+            .columns(literal_column("pk"), literal_column("rank"))
+            .subquery("hits")
+        )
+        stmt = stmt.join_from(messages, hits, hits.c.pk == m.pk).order_by(hits.c.rank, m.seq.desc())
+    else:
+        document = func.to_tsvector(literal_column("'simple'::regconfig"), m.content)
+        wanted = func.plainto_tsquery(literal_column("'simple'::regconfig"), query)
+        stmt = stmt.where(document.op("@@")(wanted)).order_by(
+            func.ts_rank(document, wanted).desc(), m.created_at.desc()
+        )
+    stmt = stmt.offset(offset).limit(limit)
+    return [_message(r) for r in await conn.execute(stmt)]
