@@ -15,11 +15,17 @@ from reverb.api.deps import Services
 from reverb.api.middleware import RequestContext
 from reverb.api.routes import auth, chats, messages, ops, users
 from reverb.config import Settings, load_settings
-from reverb.realtime.bus import MemoryBus
+from reverb.realtime import gateway
+from reverb.realtime.bus import Bus
+from reverb.realtime.bus.memory import MemoryBus
+from reverb.realtime.bus.redis import RedisBus
+from reverb.realtime.gateway import Realtime
+from reverb.realtime.hub import Hub
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.eventlog import EventLog
 from reverb.services.health import HealthService
+from reverb.services.live import PresenceService, TypingService
 from reverb.services.login_limits import LoginLimiter
 from reverb.services.messages import MessageService
 from reverb.services.passwords import Passwords
@@ -38,8 +44,9 @@ RFC 9457 problem (`application/problem+json`) with a stable `code`.
 def build_services(settings: Settings) -> Services:
     db = Database(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-    bus = MemoryBus()
+    bus: Bus = RedisBus(redis) if redis is not None else MemoryBus()
     log = EventLog(bus=bus)
+    presence = PresenceService(db=db, bus=bus, redis=redis, ttl=settings.presence_ttl_seconds)
     return Services(
         settings=settings,
         db=db,
@@ -50,11 +57,13 @@ def build_services(settings: Settings) -> Services:
             passwords=Passwords(settings),
             access=AccessTokens(settings),
             limiter=LoginLimiter(settings),
+            bus=bus,
         ),
         users=UserService(db=db),
-        chats=ChatService(db=db, log=log),
+        chats=ChatService(db=db, log=log, online=presence.online),
         messages=MessageService(db=db, log=log),
         bus=bus,
+        presence=presence,
         health=HealthService(db=db, redis=redis),
     )
 
@@ -64,9 +73,24 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
+        hub = Hub(services.bus, services.chats.log_between)
+        presence = services.presence
+        app.state.realtime = Realtime(
+            settings=settings,
+            hub=hub,
+            auth=services.auth,
+            chats=services.chats,
+            messages=services.messages,
+            typing=TypingService(db=services.db, bus=services.bus, redis=services.redis),
+            presence=presence,
+        )
+        await hub.start()
+        await presence.start()
         try:
             yield
         finally:
+            await presence.stop()
+            await hub.stop()
             if services.redis is not None:
                 await services.redis.aclose()
             await services.bus.close()
@@ -82,7 +106,14 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
-    for router in (auth.router, users.router, chats.router, messages.router, ops.router):
+    for router in (
+        auth.router,
+        users.router,
+        chats.router,
+        messages.router,
+        ops.router,
+        gateway.router,
+    ):
         app.include_router(router)
     if settings.cors_origins:
         app.add_middleware(

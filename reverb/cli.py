@@ -57,8 +57,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        # Our own ping/pong (API contract: 25 s) handles dead sockets; see reverb.realtime.
+        # The API contract: frames over 64 KiB close with 1009; pings every 25 s.
         ws_max_size=64 * 1024,
+        ws_ping_interval=settings.ws_ping_interval_seconds,
+        ws_ping_timeout=settings.ws_ping_timeout_seconds,
     )
     return 0
 

@@ -75,6 +75,18 @@ class Settings(BaseSettings):
     argon2_memory_cost_kib: int = Field(default=65536, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
 
+    # WebSocket. Auth timeout and ping interval are the API contract's defaults.
+    ws_auth_timeout_seconds: float = Field(default=10.0, gt=0)
+    ws_ping_interval_seconds: float = Field(default=25.0, gt=0)
+    ws_ping_timeout_seconds: float = Field(default=20.0, gt=0)
+    # Events queued for one connection before it counts as too slow (close 4013). Big enough
+    # for bursts in busy groups, small enough that a stalled client holds little memory.
+    ws_queue_size: int = Field(default=1000, ge=1)
+    ws_send_rate: float = Field(default=20.0, gt=0)
+    ws_send_burst: int = Field(default=40, ge=1)
+    # How long a crashed process's users stay "online" at most (shared presence, with Redis).
+    presence_ttl_seconds: float = Field(default=60.0, ge=3)
+
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     forwarded_allow_ips: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"

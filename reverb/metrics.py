@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
     "reverb_http_requests_total",
@@ -19,4 +19,20 @@ LOGINS = Counter(
     "reverb_logins_total",
     "Login attempts by outcome.",
     ["outcome"],
+)
+BUS_ERRORS = Counter(
+    "reverb_bus_errors_total",
+    "Bus publish or subscription failures (the event log repairs what they lose).",
+    ["operation"],
+)
+WS_CONNECTIONS = Gauge("reverb_ws_connections", "Open, authenticated WebSocket connections.")
+WS_CLOSES = Counter(
+    "reverb_ws_closes_total", "WebSocket connections closed by the server, by close code.", ["code"]
+)
+EVENTS_DELIVERED = Counter(
+    "reverb_events_delivered_total", "Events written to WebSocket connections."
+)
+MESSAGES_STORED = Counter("reverb_messages_stored_total", "Messages stored (REST and WebSocket).")
+GAP_FILLS = Counter(
+    "reverb_gap_fills_total", "Times missing events were re-read from the event log.", ["where"]
 )

@@ -16,6 +16,7 @@ from reverb.realtime.bus import Bus
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.health import HealthService
+from reverb.services.live import PresenceService
 from reverb.services.messages import MessageService
 from reverb.services.users import UserService
 from reverb.storage.db import Database
@@ -34,6 +35,7 @@ class Services:
     chats: ChatService
     messages: MessageService
     bus: Bus
+    presence: PresenceService
 
 
 def get_services(request: Request) -> Services:

@@ -16,8 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-from reverb.domain.users import IssuedTokens, User
-from reverb.domain.wire import MessageView, Timestamp, UserView
+from reverb.domain.users import IssuedTokens
+from reverb.domain.wire import MessageView, MeView
 
 T = TypeVar("T")
 
@@ -85,14 +85,7 @@ class Page(BaseModel, Generic[T]):
 # --- users -------------------------------------------------------------------------------------
 
 
-class MeOut(UserView):
-    email: str
-    created_at: Timestamp
-
-    @classmethod
-    def of(cls, user: User, *, online: bool = False) -> MeOut:
-        base = UserView.of(user, online=online).model_dump()
-        return cls(**base, email=user.email, created_at=user.created_at)
+MeOut = MeView
 
 
 class ProfilePatch(Input):

@@ -127,9 +127,9 @@ LOGGED_TYPES = frozenset(
 )
 
 
-def encode(event: BaseModel) -> bytes:
-    """Encode once; the same bytes are stored, published and written to every socket."""
-    return orjson.dumps(event.model_dump(mode="json"))
+def encode(event: BaseModel) -> str:
+    """Encode once; the same text is stored, published and written to every socket."""
+    return orjson.dumps(event.model_dump(mode="json")).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +142,7 @@ class Envelope:
     """
 
     type: str
-    data: bytes
+    data: str
     chat_id: str | None = None
     seq: int | None = None
     user_ids: tuple[str, ...] = field(default_factory=tuple)

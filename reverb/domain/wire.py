@@ -45,6 +45,16 @@ class UserView(BaseModel):
         )
 
 
+class MeView(UserView):
+    email: str
+    created_at: Timestamp
+
+    @classmethod
+    def of(cls, user: User, *, online: bool = False) -> MeView:
+        base = UserView.of(user, online=online).model_dump()
+        return cls(**base, email=user.email, created_at=user.created_at)
+
+
 class ReactionView(BaseModel):
     emoji: str
     count: int

@@ -10,9 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reverb import ids
 from reverb.config import Settings
+from reverb.domain.events import Envelope, SessionRevoked, encode
 from reverb.domain.users import IssuedTokens, User
 from reverb.errors import ErrorCode, ReverbError, conflict
 from reverb.metrics import LOGINS
+from reverb.realtime.bus import Bus
 from reverb.services.login_limits import LoginLimiter
 from reverb.services.passwords import Passwords
 from reverb.services.tokens import (
@@ -46,6 +48,8 @@ class AuthService:
     passwords: Passwords
     access: AccessTokens
     limiter: LoginLimiter
+    # Told when a user's sessions end, so their open sockets close on every process.
+    bus: Bus | None = None
 
     async def _issue(
         self, tx: Tx, user: User, *, family_id: str | None, now: datetime
@@ -175,6 +179,16 @@ class AuthService:
         now = utcnow()
         await token_store.revoke_user(tx.conn, user_id, now)
         await user_store.bump_session_version(tx.conn, user_id, updated_at=now, **user_values)
+        bus = self.bus
+        if bus is not None:
+            envelope = Envelope(
+                type="session.revoked", data=encode(SessionRevoked()), user_ids=(user_id,)
+            )
+
+            async def announce() -> None:
+                await bus.publish(envelope)
+
+            tx.after_commit(announce)
 
     async def change_password(
         self, *, user: User, current_password: str, new_password: str, address: str

@@ -13,6 +13,7 @@ from reverb.domain.events import (
     ChatCreated,
     ChatUpdated,
     DeliveredMarker,
+    Envelope,
     MemberAdded,
     MemberRemoved,
     MemberUpdated,
@@ -28,9 +29,24 @@ from reverb.storage import events as event_store
 from reverb.storage import users as user_store
 from reverb.storage.chats import ChatRow, MemberRow
 from reverb.storage.db import Database, Tx
+from reverb.storage.events import LoggedRow
 from reverb.storage.types import utcnow
 
 MANAGERS = ("owner", "admin")
+
+
+def envelope_of(chat_id: str, row: LoggedRow) -> Envelope:
+    """A stored event as the envelope it was published in."""
+    concerns = (row.user_id,) if row.user_id else ()
+    return Envelope(
+        type=row.type,
+        data=row.data,
+        chat_id=chat_id,
+        seq=row.seq,
+        user_ids=concerns,
+        joined=concerns if row.type == "member.added" else (),
+        left=concerns if row.type == "member.removed" else (),
+    )
 
 
 def chat_not_found() -> ReverbError:
@@ -59,6 +75,7 @@ async def membership(
 class ChatService:
     db: Database
     log: EventLog
+    online: views.OnlineLookup = views.nobody_online
 
     # --- creating and reading -------------------------------------------------------------
 
@@ -161,7 +178,7 @@ class ChatService:
         )
         if not pairs:
             raise chat_not_found()
-        return (await views.chat_views(conn, pairs, user_id))[0]
+        return (await views.chat_views(conn, pairs, user_id, self.online))[0]
 
     async def get(self, *, me: User, chat_id: str) -> ChatView:
         async with self.db.read() as conn:
@@ -176,14 +193,15 @@ class ChatService:
             pairs = await chat_store.memberships_page(conn, me.id, before=before, limit=limit + 1)
             more = len(pairs) > limit
             pairs = pairs[:limit]
-            page = await views.chat_views(conn, pairs, me.id)
+            page = await views.chat_views(conn, pairs, me.id, self.online)
         last = pairs[-1][0] if pairs and more else None
         return page, ((last.last_activity_at, last.id) if last else None)
 
     async def members(self, *, me: User, chat_id: str) -> list[MemberView]:
         async with self.db.read() as conn:
             await membership(conn, chat_id, me.id)
-            return await views.member_views(conn, await chat_store.members(conn, chat_id))
+            rows = await chat_store.members(conn, chat_id)
+            return await views.member_views(conn, rows, self.online)
 
     async def events(
         self, *, me: User, chat_id: str, after: int, limit: int
@@ -192,7 +210,7 @@ class ChatService:
         async with self.db.read() as conn:
             await membership(conn, chat_id, me.id)
             rows = await event_store.after(conn, chat_id, after, limit + 1)
-        return [data for _, data in rows[:limit]], len(rows) > limit
+        return [r.data for r in rows[:limit]], len(rows) > limit
 
     # --- changing ---------------------------------------------------------------------------
 
@@ -262,7 +280,7 @@ class ChatService:
             )
             member = await chat_store.get_member(tx.conn, chat_id, user_id)
             assert member is not None
-            return (await views.member_views(tx.conn, [member]))[0]
+            return (await views.member_views(tx.conn, [member], self.online))[0]
 
     async def set_role(self, *, me: User, chat_id: str, user_id: str, role: Role) -> MemberView:
         async with self.db.transaction() as tx:
@@ -284,7 +302,7 @@ class ChatService:
                     concerns=user_id,
                 )
             updated = await self._member(tx.conn, chat_id, user_id)
-            return (await views.member_views(tx.conn, [updated]))[0]
+            return (await views.member_views(tx.conn, [updated], self.online))[0]
 
     async def remove_member(self, *, me: User, chat_id: str, user_id: str) -> None:
         async with self.db.transaction() as tx:
@@ -354,3 +372,33 @@ class ChatService:
                     tx, DeliveredMarker(chat_id=chat_id, user_id=me.id, seq=value), chat_id=chat_id
                 )
             return max(value, mine.last_delivered_seq)
+
+    # --- for the real-time gateway ---------------------------------------------------------
+
+    async def positions(self, *, user_id: str) -> dict[str, int]:
+        """Each chat the user is in, with its current last seq."""
+        async with self.db.read() as conn:
+            return await chat_store.positions(conn, user_id)
+
+    async def log_between(
+        self, chat_id: str, after: int, before: int | None = None, limit: int = 500
+    ) -> list[Envelope]:
+        """Logged events of a chat with after < seq (< before), as envelopes, for replay and
+        gap repair. No membership check: callers deliver only to members."""
+        async with self.db.read() as conn:
+            rows = await event_store.after(conn, chat_id, after, limit, before=before)
+        return [envelope_of(chat_id, row) for row in rows]
+
+    async def removal_since(self, *, chat_id: str, user_id: str, after: int) -> LoggedRow | None:
+        """The event that removed the user from a chat, if it came after `after`."""
+        if not ids.is_id(chat_id):
+            return None
+        async with self.db.read() as conn:
+            row = await event_store.last_removal(conn, chat_id, user_id)
+        return row if row is not None and row.seq > after else None
+
+    async def is_member(self, *, chat_id: str, user_id: str) -> bool:
+        if not ids.is_id(chat_id):
+            return False
+        async with self.db.read() as conn:
+            return await chat_store.get_member(conn, chat_id, user_id) is not None

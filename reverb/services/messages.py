@@ -12,6 +12,7 @@ from reverb.domain.events import MessageCreated, MessageDeleted, MessageUpdated,
 from reverb.domain.users import User
 from reverb.domain.wire import MessageView
 from reverb.errors import ErrorCode, ReverbError, conflict, forbidden, invalid, not_found
+from reverb.metrics import MESSAGES_STORED
 from reverb.services import views
 from reverb.services.chats import MANAGERS, membership
 from reverb.services.eventlog import EventLog
@@ -127,6 +128,7 @@ class MessageService:
         await chat_store.update_chat(tx.conn, chat_id, last_message_id=message_id)
         view = views.message_view(row, me)
         await self.log.record(tx, MessageCreated(chat_id=chat_id, seq=seq, message=view), now=now)
+        MESSAGES_STORED.inc()
         return view, True
 
     async def history(

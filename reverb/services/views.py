@@ -3,7 +3,7 @@ queries, whatever its length (no query per item)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,6 +22,9 @@ from reverb.storage import messages as message_store
 from reverb.storage import users as user_store
 from reverb.storage.chats import ChatRow, MemberRow
 from reverb.storage.messages import MessageRow
+
+# Which of these users are online now (the presence service answers; tests may pass none).
+OnlineLookup = Callable[[list[str]], Awaitable[set[str]]]
 
 
 def message_view(
@@ -65,8 +68,15 @@ def chat_info(chat: ChatRow, member_count: int) -> ChatInfo:
     )
 
 
+async def nobody_online(user_ids: list[str]) -> set[str]:
+    return set()
+
+
 async def chat_views(
-    conn: AsyncConnection, pairs: Sequence[tuple[ChatRow, MemberRow]], viewer_id: str
+    conn: AsyncConnection,
+    pairs: Sequence[tuple[ChatRow, MemberRow]],
+    viewer_id: str,
+    online: OnlineLookup = nobody_online,
 ) -> list[ChatView]:
     chat_ids = [c.id for c, _ in pairs]
     counts = await chat_store.member_counts(conn, chat_ids)
@@ -75,6 +85,7 @@ async def chat_views(
         conn, [c.id for c, _ in pairs if c.type == "direct"], viewer_id
     )
     peers = await user_store.get_many(conn, list(peer_ids.values()))
+    peers_online = await online(list(peers))
     last_rows = await message_store.get_many(
         conn, [c.last_message_id for c, _ in pairs if c.last_message_id]
     )
@@ -86,7 +97,7 @@ async def chat_views(
         views.append(
             ChatView(
                 **info.model_dump(),
-                peer=UserView.of(peer) if peer else None,
+                peer=UserView.of(peer, online=peer.id in peers_online) if peer else None,
                 my_role=role(member.role),
                 last_read_seq=member.last_read_seq,
                 unread_count=unread.get(chat.id, 0),
@@ -102,11 +113,14 @@ def role(value: str) -> Role:
     return "admin" if value == "admin" else "member"
 
 
-async def member_views(conn: AsyncConnection, rows: Sequence[MemberRow]) -> list[MemberView]:
+async def member_views(
+    conn: AsyncConnection, rows: Sequence[MemberRow], online: OnlineLookup = nobody_online
+) -> list[MemberView]:
     users = await user_store.get_many(conn, [m.user_id for m in rows])
+    here = await online(list(users))
     return [
         MemberView(
-            user=UserView.of(users[m.user_id]),
+            user=UserView.of(users[m.user_id], online=m.user_id in here),
             role=role(m.role),
             joined_at=m.joined_at,
             last_read_seq=m.last_read_seq,

@@ -227,3 +227,23 @@ async def raise_markers(
     await conn.execute(
         update(chat_members).where(cm.chat_id == chat_id, cm.user_id == user_id).values(**values)
     )
+
+
+async def positions(conn: AsyncConnection, user_id: str) -> dict[str, int]:
+    stmt = (
+        select(chats.c.id, chats.c.last_seq)
+        .select_from(chats.join(chat_members, chat_members.c.chat_id == chats.c.id))
+        .where(chat_members.c.user_id == user_id)
+    )
+    return {chat_id: int(seq) for chat_id, seq in await conn.execute(stmt)}
+
+
+async def sharing_users(conn: AsyncConnection, user_id: str) -> list[str]:
+    """Everyone who shares at least one chat with the user (the user excluded)."""
+    mine = select(chat_members.c.chat_id).where(chat_members.c.user_id == user_id)
+    stmt = (
+        select(chat_members.c.user_id)
+        .where(chat_members.c.chat_id.in_(mine), chat_members.c.user_id != user_id)
+        .distinct()
+    )
+    return list((await conn.execute(stmt)).scalars())

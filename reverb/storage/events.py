@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import insert, select
@@ -16,7 +17,7 @@ async def append(
     chat_id: str,
     seq: int,
     type: str,
-    data: bytes,
+    data: str,
     user_id: str | None,
     now: datetime,
 ) -> None:
@@ -25,35 +26,45 @@ async def append(
             chat_id=chat_id,
             seq=seq,
             type=type,
-            data=data.decode(),
+            data=data,
             user_id=user_id,
             created_at=now,
         )
     )
 
 
+@dataclass(frozen=True, slots=True)
+class LoggedRow:
+    seq: int
+    type: str
+    user_id: str | None
+    data: str
+
+
 async def after(
-    conn: AsyncConnection, chat_id: str, after_seq: int, limit: int
-) -> list[tuple[int, str]]:
-    """Up to `limit` events with seq > after_seq, in order, as (seq, json)."""
+    conn: AsyncConnection, chat_id: str, after_seq: int, limit: int, *, before: int | None = None
+) -> list[LoggedRow]:
+    """Up to `limit` events with after_seq < seq (< before), in order."""
     e = chat_events.c
     stmt = (
-        select(e.seq, e.data)
+        select(e.seq, e.type, e.user_id, e.data)
         .where(e.chat_id == chat_id, e.seq > after_seq)
         .order_by(e.seq)
         .limit(limit)
     )
-    return [(int(seq), data) for seq, data in await conn.execute(stmt)]
+    if before is not None:
+        stmt = stmt.where(e.seq < before)
+    return [LoggedRow(int(r.seq), r.type, r.user_id, r.data) for r in await conn.execute(stmt)]
 
 
-async def last_removal(conn: AsyncConnection, chat_id: str, user_id: str) -> tuple[int, str] | None:
+async def last_removal(conn: AsyncConnection, chat_id: str, user_id: str) -> LoggedRow | None:
     """The event that last removed `user_id` from the chat, if any."""
     e = chat_events.c
     stmt = (
-        select(e.seq, e.data)
+        select(e.seq, e.type, e.user_id, e.data)
         .where(e.chat_id == chat_id, e.user_id == user_id, e.type == "member.removed")
         .order_by(e.seq.desc())
         .limit(1)
     )
     row = (await conn.execute(stmt)).first()
-    return (int(row[0]), row[1]) if row else None
+    return LoggedRow(int(row.seq), row.type, row.user_id, row.data) if row else None

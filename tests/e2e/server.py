@@ -28,6 +28,20 @@ def base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k in keep}
 
 
+def server_env(database_url: str, **settings: str) -> dict[str, str]:
+    """Environment for a test server on the test's database, with cheap password hashing."""
+    from tests.conftest import TEST_SECRET
+
+    return {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": TEST_SECRET,
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_COST_KIB": "64",
+        "ARGON2_PARALLELISM": "1",
+        **{k.upper(): v for k, v in settings.items()},
+    }
+
+
 @contextmanager
 def reverb_serve(
     cwd: Path, env: Mapping[str, str] | None = None, *args: str

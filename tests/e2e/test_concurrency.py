@@ -9,24 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TEST_SECRET
-from tests.e2e.server import reverb_serve
+from tests.e2e.server import reverb_serve, server_env
 from tests.helpers import PASSWORD, events
 
 pytestmark = pytest.mark.e2e
 
 SENDERS = 20
 PER_SENDER = 50
-
-
-def server_env(database_url: str) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": TEST_SECRET,
-        "ARGON2_TIME_COST": "1",
-        "ARGON2_MEMORY_COST_KIB": "64",
-        "ARGON2_PARALLELISM": "1",
-    }
 
 
 async def _register(http: httpx.AsyncClient, name: str) -> dict[str, Any]:

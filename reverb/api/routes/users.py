@@ -15,8 +15,8 @@ router = APIRouter(prefix="/api/users", tags=["users"])
 
 
 @router.get("/me", responses=responses(401))
-async def me(user: CurrentUser) -> MeOut:
-    return MeOut.of(user)
+async def me(user: CurrentUser, services: ServicesDep) -> MeOut:
+    return MeOut.of(user, online=bool(await services.presence.online([user.id])))
 
 
 @router.patch("/me", responses=responses(401, 422))
@@ -24,7 +24,7 @@ async def update_me(body: ProfilePatch, user: CurrentUser, services: ServicesDep
     updated = await services.users.update_profile(
         user=user, display_name=body.display_name, bio=body.bio
     )
-    return MeOut.of(updated)
+    return MeOut.of(updated, online=bool(await services.presence.online([user.id])))
 
 
 @router.post("/me/password", status_code=204, responses=responses(401, 403, 422, 429))
@@ -59,12 +59,14 @@ async def search_users(
     found, next_after = await services.users.search(
         caller=user, query=query, after=after, limit=limit
     )
+    here = await services.presence.online([u.id for u in found])
     return Page[UserView](
-        items=[UserView.of(u) for u in found],
+        items=[UserView.of(u, online=u.id in here) for u in found],
         next_cursor=cursors.encode(next_after) if next_after else None,
     )
 
 
 @router.get("/{user_id}", responses=responses(401, 404))
 async def get_user(user_id: str, _: CurrentUser, services: ServicesDep) -> UserView:
-    return UserView.of(await services.users.get(user_id))
+    found = await services.users.get(user_id)
+    return UserView.of(found, online=bool(await services.presence.online([found.id])))

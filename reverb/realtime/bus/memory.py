@@ -1,31 +1,13 @@
-"""The event bus: services publish envelopes after commit; each process's hub subscribes once.
-
-`MemoryBus` is the single-process implementation (the default, no set-up). It is lossless
-within the process; the Redis implementation is treated as lossy, and clients cover gaps by
-resuming from their last `seq`, which the database answers.
-"""
+"""The single-process bus: lossless, ordered, no set-up."""
 
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from reverb.domain.events import Envelope
-
-
-class Bus(ABC):
-    @abstractmethod
-    async def publish(self, envelope: Envelope) -> None:
-        """Hand an envelope to every subscriber, in any process. Never raises for delivery."""
-
-    @abstractmethod
-    def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[Envelope]]:
-        """An async context manager yielding the stream of envelopes published from now on."""
-
-    async def close(self) -> None:  # noqa: B027 -- optional hook
-        """Release connections."""
+from reverb.realtime.bus import Bus
 
 
 class MemoryBus(Bus):

@@ -1,0 +1,155 @@
+"""One WebSocket connection's outgoing side: a bounded queue drained by a single writer task.
+
+The writer is the only code that writes to the socket, so frames never interleave. It keeps the
+last seq it sent of each chat: a logged event at or below it is a duplicate and skipped; one
+beyond the next expected seq means something was missed (a lossy bus, the seam between a
+replay and live delivery), and the missing events are read from the event log first. So each
+connection gets every logged event of its chats once, in order, whatever the bus does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from reverb.domain.events import Envelope
+from reverb.metrics import EVENTS_DELIVERED, GAP_FILLS
+from reverb.realtime.protocol import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED
+
+log = logging.getLogger(__name__)
+
+# Dropped first when a connection's queue is full: losing one costs nothing lasting.
+EPHEMERAL = frozenset({"typing", "presence", "read", "delivered"})
+REPLAY_PAGE = 500
+
+SendText = Callable[[str], Awaitable[None]]
+Close = Callable[[int, str], Awaitable[None]]
+# (chat_id, after, before) -> the logged events in between, oldest first
+ReadLog = Callable[[str, int, int | None], Awaitable[list[Envelope]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """A frame for this connection only (ready, ack, error, pong)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """Send everything logged in this chat after what was sent last."""
+
+    chat_id: str
+
+
+Item = Envelope | Raw | CatchUp
+
+
+class Connection:
+    def __init__(
+        self,
+        *,
+        user_id: str,
+        send_text: SendText,
+        close: Close,
+        read_log: ReadLog,
+        max_queue: int,
+        on_left: Callable[[Connection, str], None],
+    ) -> None:
+        self.user_id = user_id
+        self.positions: dict[str, int] = {}  # chat -> last seq sent (or to start after)
+        self._send_text = send_text
+        self._close = close
+        self._read_log = read_log
+        self._max_queue = max_queue
+        self._on_left = on_left
+        self._queue: deque[Item] = deque()
+        self._wakeup = asyncio.Event()
+        self.closing: int | None = None
+
+    # --- producers (hub and gateway; never block) ----------------------------------------------
+
+    def push(self, item: Item) -> None:
+        if self.closing is not None:
+            return
+        if len(self._queue) >= self._max_queue and not self._make_room(item):
+            self.close_soon(CLOSE_TOO_SLOW, "too slow: resume with since")
+            return
+        self._queue.append(item)
+        self._wakeup.set()
+
+    def _make_room(self, item: Item) -> bool:
+        if isinstance(item, Envelope) and item.type in EPHEMERAL:
+            return False  # drop this one; nothing lasting is lost
+        for i, queued in enumerate(self._queue):
+            if isinstance(queued, Envelope) and queued.type in EPHEMERAL:
+                del self._queue[i]
+                return True
+        return False
+
+    def close_soon(self, code: int, reason: str) -> None:
+        if self.closing is None:
+            self.closing = code
+            self._queue.clear()
+            self._wakeup.set()
+            self._close_reason = reason
+
+    # --- the writer -----------------------------------------------------------------------------
+
+    async def run_writer(self) -> None:
+        while True:
+            if not self._queue and self.closing is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if self.closing is not None:
+                await self._close(self.closing, self._close_reason)
+                return
+            item = self._queue.popleft()
+            if isinstance(item, Raw):
+                await self._send_text(item.text)
+            elif isinstance(item, CatchUp):
+                await self._catch_up(item.chat_id)
+            else:
+                await self._deliver(item)
+
+    async def _deliver(self, env: Envelope) -> None:
+        if env.seq is None or env.chat_id is None:
+            await self._send_text(env.data)
+            EVENTS_DELIVERED.inc()
+            if env.type == "session.revoked":
+                self.close_soon(CLOSE_UNAUTHORIZED, "session revoked")
+            return
+        last = self.positions.get(env.chat_id)
+        if last is None or env.seq <= last:
+            return  # not (or no longer) ours, or already sent
+        if env.seq > last + 1:
+            GAP_FILLS.labels("connection").inc()
+            for missing in await self._read_log(env.chat_id, last, env.seq):
+                await self._send_logged(missing)
+            if self.positions.get(env.chat_id) is None:
+                return
+        await self._send_logged(env)
+
+    async def _send_logged(self, env: Envelope) -> None:
+        assert env.chat_id is not None and env.seq is not None
+        last = self.positions.get(env.chat_id)
+        if last is None or env.seq <= last:
+            return
+        await self._send_text(env.data)
+        EVENTS_DELIVERED.inc()
+        self.positions[env.chat_id] = env.seq
+        if env.type == "member.removed" and self.user_id in env.left:
+            # Its own removal is the last thing a member hears of a chat.
+            del self.positions[env.chat_id]
+            self._on_left(self, env.chat_id)
+
+    async def _catch_up(self, chat_id: str) -> None:
+        while (last := self.positions.get(chat_id)) is not None:
+            page = await self._read_log(chat_id, last, None)
+            for env in page:
+                await self._send_logged(env)
+            if len(page) < REPLAY_PAGE:
+                return

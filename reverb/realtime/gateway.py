@@ -1,0 +1,250 @@
+"""`GET /ws`: the WebSocket protocol of the API contract, over Starlette's WebSocket.
+
+Frames in become service calls; events out come from the hub through the connection's queue.
+Only the connection's writer task writes to the socket once the connection is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from reverb.config import Settings
+from reverb.domain.users import User
+from reverb.domain.wire import MeView
+from reverb.errors import ErrorCode, ReverbError
+from reverb.metrics import WS_CLOSES, WS_CONNECTIONS
+from reverb.realtime.connection import CatchUp, Connection, Raw
+from reverb.realtime.hub import Hub
+from reverb.realtime.protocol import (
+    CLOSE_AUTH_TIMEOUT,
+    CLOSE_FLOODING,
+    CLOSE_UNAUTHORIZED,
+    AuthFrame,
+    BadFrame,
+    ClientFrame,
+    ConnectionState,
+    DeliveredFrame,
+    FloodGuard,
+    PingFrame,
+    ReadFrame,
+    SendFrame,
+    State,
+    TokenBucket,
+    TypingFrame,
+    parse,
+)
+from reverb.services.auth import AuthService
+from reverb.services.chats import ChatService
+from reverb.services.live import PresenceService, TypingService
+from reverb.services.messages import MessageService
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+# Refusals within FLOOD_WINDOW_S before a client that ignores `rate_limited` is disconnected.
+FLOOD_LIMIT = 20
+FLOOD_WINDOW_S = 10.0
+
+
+@dataclass(slots=True)
+class Realtime:
+    settings: Settings
+    hub: Hub
+    auth: AuthService
+    chats: ChatService
+    messages: MessageService
+    typing: TypingService
+    presence: PresenceService
+
+
+def _frame(kind: str, ref: str | int | None = None, **fields: object) -> str:
+    body: dict[str, object] = {"type": kind, **fields}
+    if ref is not None:
+        body["ref"] = ref
+    return orjson.dumps(body).decode()
+
+
+def _error(code: str, detail: str, ref: str | int | None = None) -> str:
+    return _frame("error", ref, code=code, detail=detail)
+
+
+@router.websocket("/ws")
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    rt: Realtime = websocket.app.state.realtime
+    await Session(websocket, rt).run()
+
+
+class Session:
+    def __init__(self, ws: WebSocket, rt: Realtime) -> None:
+        self.ws = ws
+        self.rt = rt
+        self.state = ConnectionState()
+        now = time.monotonic()
+        s = rt.settings
+        self.bucket = TokenBucket(s.ws_send_rate, s.ws_send_burst, now)
+        self.flood = FloodGuard(FLOOD_LIMIT, FLOOD_WINDOW_S)
+
+    async def run(self) -> None:
+        origins = self.rt.settings.cors_origins
+        if origins and self.ws.headers.get("origin", "").rstrip("/") not in origins:
+            await self.ws.close(code=1008)  # before accept: the upgrade is refused with 403
+            return
+        await self.ws.accept()
+        try:
+            auth = await self._await_auth()
+        except WebSocketDisconnect:
+            return
+        if auth is None:
+            return
+        frame, user = auth
+        await self._serve(frame, user)
+
+    async def _close(self, code: int, reason: str = "") -> None:
+        if self.state.state is not State.CLOSED:
+            self.state.to(State.CLOSED)
+        WS_CLOSES.labels(str(code)).inc()
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, reason=reason)
+
+    async def _await_auth(self) -> tuple[AuthFrame, User] | None:
+        deadline = time.monotonic() + self.rt.settings.ws_auth_timeout_seconds
+        while True:
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), deadline - time.monotonic())
+            except TimeoutError:
+                await self._close(CLOSE_AUTH_TIMEOUT, "no auth frame in time")
+                return None
+            if message["type"] == "websocket.disconnect":
+                return None
+            frame = self._parse(message)
+            if isinstance(frame, BadFrame):
+                await self.ws.send_text(_error(frame.code, frame.detail, frame.ref))
+            elif not isinstance(frame, AuthFrame):
+                await self.ws.send_text(
+                    _error(ErrorCode.NOT_AUTHENTICATED, "send an auth frame first", frame.ref)
+                )
+            else:
+                try:
+                    user = await self.rt.auth.authenticate(frame.token)
+                except ReverbError:
+                    await self._close(CLOSE_UNAUTHORIZED, "invalid or expired token")
+                    return None
+                self.state.to(State.READY)
+                return frame, user
+
+    @staticmethod
+    def _parse(message: Mapping[str, Any]) -> ClientFrame | BadFrame:
+        text = message.get("text")
+        if not isinstance(text, str):
+            return BadFrame("send JSON in text frames")
+        return parse(text)
+
+    async def _serve(self, auth: AuthFrame, user: User) -> None:
+        rt = self.rt
+        conn = Connection(
+            user_id=user.id,
+            send_text=self.ws.send_text,
+            close=self._close,
+            read_log=rt.chats.log_between,
+            max_queue=rt.settings.ws_queue_size,
+            on_left=rt.hub.detach,
+        )
+        writer = asyncio.create_task(conn.run_writer(), name=f"ws-writer-{user.id}")
+        rt.hub.register(conn)
+        WS_CONNECTIONS.inc()
+        await rt.presence.connected(user.id)
+        try:
+            await self._start(conn, auth, user)
+            await self._read_frames(conn, user)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            rt.hub.unregister(conn)
+            WS_CONNECTIONS.dec()
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            await rt.presence.disconnected(user.id)
+
+    async def _start(self, conn: Connection, auth: AuthFrame, user: User) -> None:
+        """Subscribe first, then read: an event committed meanwhile is either in the replay,
+        or delivered live, or both (the writer drops the copy); never in neither."""
+        rt = self.rt
+        current = await rt.chats.positions(user_id=user.id)
+        for chat_id, last in current.items():
+            rt.hub.attach(conn, chat_id, min(auth.since.get(chat_id, last), last))
+        conn.push(
+            Raw(
+                _frame("ready", auth.ref, user=MeView.of(user, online=True).model_dump(mode="json"))
+            )
+        )
+        for chat_id, seq in auth.since.items():
+            if chat_id in current:
+                if seq < current[chat_id]:
+                    conn.push(CatchUp(chat_id))
+            else:
+                removal = await rt.chats.removal_since(chat_id=chat_id, user_id=user.id, after=seq)
+                if removal is not None:
+                    conn.push(Raw(removal.data))
+        # Anything committed between the first read and the subscriptions above:
+        for chat_id, last in (await rt.chats.positions(user_id=user.id)).items():
+            if chat_id in conn.positions and last > conn.positions[chat_id]:
+                conn.push(CatchUp(chat_id))
+
+    async def _read_frames(self, conn: Connection, user: User) -> None:
+        while conn.closing is None:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            frame = self._parse(message)
+            if isinstance(frame, BadFrame):
+                conn.push(Raw(_error(frame.code, frame.detail, frame.ref)))
+                continue
+            try:
+                reply = await self._handle(conn, frame, user)
+            except ReverbError as exc:
+                reply = _error(exc.code.value, exc.detail, frame.ref)
+            except Exception:
+                log.exception("ws: %s failed", frame.type)
+                reply = _error(ErrorCode.INTERNAL_ERROR, "the server could not do that", frame.ref)
+            if reply is not None:
+                conn.push(Raw(reply))
+
+    async def _handle(self, conn: Connection, frame: ClientFrame, user: User) -> str | None:
+        rt = self.rt
+        ref = frame.ref
+        if isinstance(frame, PingFrame):
+            return _frame("pong", ref)
+        if isinstance(frame, AuthFrame):
+            return _error("invalid_frame", "already authenticated", ref)
+        if isinstance(frame, SendFrame):
+            now = time.monotonic()
+            if not self.bucket.take(now):
+                if self.flood.refused(now):
+                    conn.close_soon(CLOSE_FLOODING, "too many messages")
+                return _error(ErrorCode.RATE_LIMITED, "slow down", ref)
+            message, _ = await rt.messages.send(
+                me=user,
+                chat_id=frame.chat_id,
+                content=frame.content,
+                client_id=frame.client_id,
+                reply_to_id=frame.reply_to_id,
+            )
+            return _frame("ack", ref, message=message.model_dump(mode="json"))
+        if isinstance(frame, TypingFrame):
+            await rt.typing.typing(user_id=user.id, chat_id=frame.chat_id)
+        elif isinstance(frame, ReadFrame):
+            await rt.chats.mark_read(me=user, chat_id=frame.chat_id, seq=frame.seq)
+        elif isinstance(frame, DeliveredFrame):
+            await rt.chats.mark_delivered(me=user, chat_id=frame.chat_id, seq=frame.seq)
+        return _frame("ack", ref) if ref is not None else None
