@@ -149,3 +149,7 @@ class Envelope:
     # Membership change carried by this event, so the gateway can update its view at once.
     joined: tuple[str, ...] = ()
     left: tuple[str, ...] = ()
+    # Not to this user's connections (the typist does not hear their own typing).
+    exclude: str | None = None
+    # A chat created just now (at seq 0) that the addressed users' connections now follow.
+    opens: str | None = None

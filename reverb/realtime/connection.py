@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from reverb.domain.events import Envelope
-from reverb.metrics import EVENTS_DELIVERED, GAP_FILLS
+from reverb.metrics import EVENTS_DELIVERED, GAP_FILLS, WS_CLOSES
 from reverb.realtime.protocol import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED
 
 log = logging.getLogger(__name__)
@@ -75,15 +75,16 @@ class Connection:
     def push(self, item: Item) -> None:
         if self.closing is not None:
             return
-        if len(self._queue) >= self._max_queue and not self._make_room(item):
-            self.close_soon(CLOSE_TOO_SLOW, "too slow: resume with since")
-            return
+        if len(self._queue) >= self._max_queue:
+            if isinstance(item, Envelope) and item.type in EPHEMERAL:
+                return  # dropped: nothing lasting is lost
+            if not self._evict_ephemeral():
+                self.close_soon(CLOSE_TOO_SLOW, "too slow: resume with since")
+                return
         self._queue.append(item)
         self._wakeup.set()
 
-    def _make_room(self, item: Item) -> bool:
-        if isinstance(item, Envelope) and item.type in EPHEMERAL:
-            return False  # drop this one; nothing lasting is lost
+    def _evict_ephemeral(self) -> bool:
         for i, queued in enumerate(self._queue):
             if isinstance(queued, Envelope) and queued.type in EPHEMERAL:
                 del self._queue[i]
@@ -91,7 +92,10 @@ class Connection:
         return False
 
     def close_soon(self, code: int, reason: str) -> None:
+        """Stop queueing and close once the frame being written (if any) is out. A client that
+        has stopped reading gets the close frame after what is in flight, if it ever reads."""
         if self.closing is None:
+            WS_CLOSES.labels(str(code)).inc()
             self.closing = code
             self._queue.clear()
             self._wakeup.set()

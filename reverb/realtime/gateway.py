@@ -54,6 +54,8 @@ router = APIRouter()
 # Refusals within FLOOD_WINDOW_S before a client that ignores `rate_limited` is disconnected.
 FLOOD_LIMIT = 20
 FLOOD_WINDOW_S = 10.0
+# How long a closing connection may take to get its close frame out before it is dropped.
+CLOSE_GRACE_S = 5.0
 
 
 @dataclass(slots=True)
@@ -96,7 +98,9 @@ class Session:
 
     async def run(self) -> None:
         origins = self.rt.settings.cors_origins
-        if origins and self.ws.headers.get("origin", "").rstrip("/") not in origins:
+        origin = self.ws.headers.get("origin")
+        # Browsers always send Origin; native clients send none and are not CORS's concern.
+        if origins and origin is not None and origin.rstrip("/") not in origins:
             await self.ws.close(code=1008)  # before accept: the upgrade is refused with 403
             return
         await self.ws.accept()
@@ -112,9 +116,13 @@ class Session:
     async def _close(self, code: int, reason: str = "") -> None:
         if self.state.state is not State.CLOSED:
             self.state.to(State.CLOSED)
-        WS_CLOSES.labels(str(code)).inc()
         with contextlib.suppress(Exception):
             await self.ws.close(code=code, reason=reason)
+
+    async def _refuse(self, code: int, reason: str) -> None:
+        """Close during authentication (the connection's own closes are counted there)."""
+        WS_CLOSES.labels(str(code)).inc()
+        await self._close(code, reason)
 
     async def _await_auth(self) -> tuple[AuthFrame, User] | None:
         deadline = time.monotonic() + self.rt.settings.ws_auth_timeout_seconds
@@ -122,11 +130,15 @@ class Session:
             try:
                 message = await asyncio.wait_for(self.ws.receive(), deadline - time.monotonic())
             except TimeoutError:
-                await self._close(CLOSE_AUTH_TIMEOUT, "no auth frame in time")
+                await self._refuse(CLOSE_AUTH_TIMEOUT, "no auth frame in time")
                 return None
             if message["type"] == "websocket.disconnect":
                 return None
             frame = self._parse(message)
+            if isinstance(frame, BadFrame) and frame.type == "auth":
+                # An auth frame whose token is missing, empty or absurd: a bad token.
+                await self._refuse(CLOSE_UNAUTHORIZED, "invalid or expired token")
+                return None
             if isinstance(frame, BadFrame):
                 await self.ws.send_text(_error(frame.code, frame.detail, frame.ref))
             elif not isinstance(frame, AuthFrame):
@@ -137,7 +149,7 @@ class Session:
                 try:
                     user = await self.rt.auth.authenticate(frame.token)
                 except ReverbError:
-                    await self._close(CLOSE_UNAUTHORIZED, "invalid or expired token")
+                    await self._refuse(CLOSE_UNAUTHORIZED, "invalid or expired token")
                     return None
                 self.state.to(State.READY)
                 return frame, user
@@ -159,21 +171,31 @@ class Session:
             max_queue=rt.settings.ws_queue_size,
             on_left=rt.hub.detach,
         )
-        writer = asyncio.create_task(conn.run_writer(), name=f"ws-writer-{user.id}")
+        # `ready` is the first frame; the writer starts only once the connection follows its
+        # chats, so every event committed after a client sees `ready` reaches it.
+        me = MeView.of(user, online=True).model_dump(mode="json")
+        conn.push(Raw(_frame("ready", auth.ref, user=me)))
+        writer: asyncio.Task[None] | None = None
         rt.hub.register(conn)
         WS_CONNECTIONS.inc()
-        await rt.presence.connected(user.id)
         try:
+            await rt.presence.connected(user.id)
             await self._start(conn, auth, user)
+            writer = asyncio.create_task(conn.run_writer(), name=f"ws-writer-{user.id}")
             await self._read_frames(conn, user)
         except WebSocketDisconnect:
             pass
         finally:
             rt.hub.unregister(conn)
             WS_CONNECTIONS.dec()
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+            if writer is not None:
+                if conn.closing is not None:
+                    # The server decided to close: let the writer send the close frame first.
+                    with contextlib.suppress(TimeoutError, Exception):
+                        await asyncio.wait_for(asyncio.shield(writer), CLOSE_GRACE_S)
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
             await rt.presence.disconnected(user.id)
 
     async def _start(self, conn: Connection, auth: AuthFrame, user: User) -> None:
@@ -183,11 +205,6 @@ class Session:
         current = await rt.chats.positions(user_id=user.id)
         for chat_id, last in current.items():
             rt.hub.attach(conn, chat_id, min(auth.since.get(chat_id, last), last))
-        conn.push(
-            Raw(
-                _frame("ready", auth.ref, user=MeView.of(user, online=True).model_dump(mode="json"))
-            )
-        )
         for chat_id, seq in auth.since.items():
             if chat_id in current:
                 if seq < current[chat_id]:

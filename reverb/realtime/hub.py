@@ -115,8 +115,13 @@ class Hub:
             targets = set(self._chats[env.chat_id].conns) if env.chat_id in self._chats else set()
             for user_id in env.user_ids:
                 targets |= self._users.get(user_id, set())
+            if env.opens is not None:
+                for conn in targets:
+                    if env.opens not in conn.positions:
+                        self.attach(conn, env.opens, 0)
             for conn in targets:
-                conn.push(env)
+                if conn.user_id != env.exclude:
+                    conn.push(env)
             return
         chat = self._chats.get(env.chat_id)
         if chat is None:

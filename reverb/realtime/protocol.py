@@ -27,7 +27,8 @@ MAX_SINCE = 10_000  # chats one auth frame may name
 
 class Frame(BaseModel):
     # Unknown fields are ignored, so newer clients keep working against this server.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Strict: JSON `true` is not the number 1, nor "5" a seq.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
     ref: Ref | None = None
 
 
@@ -75,6 +76,7 @@ class BadFrame:
     detail: str
     ref: str | int | None = None
     code: str = "invalid_frame"
+    type: str | None = None  # the frame's own `type`, when it named one
 
 
 def parse(text: str) -> ClientFrame | BadFrame:
@@ -85,13 +87,15 @@ def parse(text: str) -> ClientFrame | BadFrame:
         return BadFrame("the frame is not valid JSON")
     ref = raw.get("ref") if isinstance(raw, dict) else None
     if not isinstance(ref, str | int) or isinstance(ref, bool):
-        ref = None
+        ref = None  # only a string or an integer ref is echoed
     try:
         return _frames.validate_python(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "frame"
-        return BadFrame(f"{where}: {first.get('msg', 'invalid')}", ref)
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        detail = f"{where}: {first.get('msg', 'invalid')}"
+        return BadFrame(detail, ref, type=kind if isinstance(kind, str) else None)
 
 
 class State(Enum):

@@ -169,7 +169,9 @@ class ChatService:
         # connections hear of it live, each with their own view.
         for user_id in (me.id, *others):
             view = await self._view(tx.conn, chat_id, user_id)
-            self.log.notify_after_commit(tx, ChatCreated(chat=view), users=(user_id,))
+            self.log.notify_after_commit(
+                tx, ChatCreated(chat=view), users=(user_id,), opens=chat_id
+            )
         return chat_id
 
     async def _view(self, conn: AsyncConnection, chat_id: str, user_id: str) -> ChatView:

@@ -85,10 +85,17 @@ class EventLog:
         tx.after_commit(publish)
 
     def notify_after_commit(
-        self, tx: Tx, event: BaseModel, *, chat_id: str | None = None, users: tuple[str, ...] = ()
+        self,
+        tx: Tx,
+        event: BaseModel,
+        *,
+        chat_id: str | None = None,
+        users: tuple[str, ...] = (),
+        opens: str | None = None,
     ) -> None:
         """A live-only event (not logged): to a chat's members and/or to named users."""
         event_type = str(getattr(event, "type", ""))
-        self.publish_after_commit(
-            tx, Envelope(type=event_type, data=encode(event), chat_id=chat_id, user_ids=users)
+        envelope = Envelope(
+            type=event_type, data=encode(event), chat_id=chat_id, user_ids=users, opens=opens
         )
+        self.publish_after_commit(tx, envelope)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from reverb import ids
 from reverb.domain.events import Envelope, Presence, Typing, encode
 from reverb.errors import ErrorCode, not_found
 from reverb.realtime.bus import Bus
@@ -36,13 +37,19 @@ class TypingService:
     _last: dict[tuple[str, str], float] = field(default_factory=dict)
 
     async def typing(self, *, user_id: str, chat_id: str) -> None:
+        # Membership first: a non-member gets the same 404 however often they try.
+        async with self.db.read() as conn:
+            if (
+                not ids.is_id(chat_id)
+                or await chat_store.get_member(conn, chat_id, user_id) is None
+            ):
+                raise not_found(ErrorCode.CHAT_NOT_FOUND, "chat")
         if not await self._first_in_window(user_id, chat_id):
             return
-        async with self.db.read() as conn:
-            if await chat_store.get_member(conn, chat_id, user_id) is None:
-                raise not_found(ErrorCode.CHAT_NOT_FOUND, "chat")
         event = Typing(chat_id=chat_id, user_id=user_id)
-        await self.bus.publish(Envelope(type=event.type, data=encode(event), chat_id=chat_id))
+        await self.bus.publish(
+            Envelope(type=event.type, data=encode(event), chat_id=chat_id, exclude=user_id)
+        )
 
     async def _first_in_window(self, user_id: str, chat_id: str) -> bool:
         if self.redis is not None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -86,3 +90,46 @@ class WsClient:
 
     async def close(self) -> None:
         await self.conn.close()
+
+
+def raw_connect(
+    http_url: str, *, rcvbuf: int | None = None, timeout: float = 10.0
+) -> socket.socket:
+    """A bare TCP socket that has done the WebSocket handshake and nothing else: it answers no
+    ping and reads only what the test asks for (a client that has stalled)."""
+    host, port = http_url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout)
+    sock.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(1)  # byte by byte: nothing after the headers is consumed
+        if not chunk:
+            raise ConnectionError("closed during the handshake")
+        response += chunk
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
+
+
+def raw_send_text(sock: socket.socket, text: str) -> None:
+    """One masked text frame (clients must mask, RFC 6455 §5.3)."""
+    payload = text.encode()
+    mask = os.urandom(4)
+    n = len(payload)
+    header = bytes([0x81])
+    if n < 126:
+        header += bytes([0x80 | n])
+    elif n < 65536:
+        header += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        header += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))

@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
 
 from reverb.domain.events import Envelope
 from reverb.metrics import BUS_ERRORS
@@ -30,7 +30,16 @@ BACKOFF_S = (0.05, 0.1, 0.25, 0.5, 1.0)
 
 def to_wire(e: Envelope) -> bytes:
     header = orjson.dumps(
-        {"t": e.type, "c": e.chat_id, "s": e.seq, "u": e.user_ids, "j": e.joined, "l": e.left}
+        {
+            "t": e.type,
+            "c": e.chat_id,
+            "s": e.seq,
+            "u": e.user_ids,
+            "j": e.joined,
+            "l": e.left,
+            "x": e.exclude,
+            "o": e.opens,
+        }
     )
     return header + b"\n" + e.data.encode()
 
@@ -46,6 +55,8 @@ def from_wire(raw: bytes) -> Envelope:
         user_ids=tuple(h["u"]),
         joined=tuple(h["j"]),
         left=tuple(h["l"]),
+        exclude=h.get("x"),
+        opens=h.get("o"),
     )
 
 
@@ -55,8 +66,14 @@ class RedisBus(Bus):
         self._channel = channel
 
     async def publish(self, envelope: Envelope) -> None:
+        wire = to_wire(envelope)
         try:
-            await self._redis.publish(self._channel, to_wire(envelope))
+            try:
+                await self._redis.publish(self._channel, wire)
+            except (ConnectionError, OSError):
+                # A pooled connection that went stale across a Redis restart fails once; a
+                # fresh one succeeds, and this envelope is not lost with the stale one.
+                await self._redis.publish(self._channel, wire)
         except (RedisError, OSError) as exc:
             # Committed already; subscribers elsewhere repair the gap from the event log.
             BUS_ERRORS.labels("publish").inc()
