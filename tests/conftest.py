@@ -158,3 +158,7 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.close()
+
+
+# A redis-server of the test's own, for tests that stop and restart Redis.
+from tests.redis_server import redis_server  # noqa: E402, F401

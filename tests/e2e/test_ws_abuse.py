@@ -126,10 +126,12 @@ async def test_no_auth_frame_in_time_closes_4408(tmp_path: Path, database_url: s
         assert ws.received == []
 
 
-async def test_bad_token_closes_4401(tmp_path: Path, database_url: str) -> None:
+@pytest.mark.parametrize("token", ["not-a-jwt", "", "x" * 5000, None, 42])
+async def test_bad_token_closes_4401(tmp_path: Path, database_url: str, token: object) -> None:
     async with serve(tmp_path, database_url) as srv:
         ws = await srv.open()
-        await ws.send({"type": "auth", "token": "not-a-jwt"})
+        frame: Json = {"type": "auth"} if token is None else {"type": "auth", "token": token}
+        await ws.send(frame)
         assert await ws.closed_with(CLOSE_WAIT_S) == 4401
         assert ws.received == []
 
@@ -529,3 +531,8 @@ async def test_upgrade_from_unlisted_origin_is_403(tmp_path: Path, database_url:
         await ws.send({"type": "auth", "token": alice["access_token"]})
         assert (await ws.recv())["type"] == "ready"
         await pongs(ws)
+
+        # Native clients send no Origin at all; CORS is a browser matter, so they may connect.
+        native = await srv.open(origin=None)
+        await native.send({"type": "auth", "token": alice["access_token"]})
+        assert (await native.recv())["type"] == "ready"
