@@ -196,7 +196,11 @@ class Session:
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await writer
-            await rt.presence.disconnected(user.id)
+            try:
+                await rt.presence.disconnected(user.id)
+            except Exception:
+                # The socket is gone either way; presence heals by its TTL or the next connect.
+                log.exception("ws: presence update on disconnect failed")
 
     async def _start(self, conn: Connection, auth: AuthFrame, user: User) -> None:
         """Subscribe first, then read: an event committed meanwhile is either in the replay,

@@ -354,26 +354,27 @@ class ChatService:
 
     async def mark_read(self, *, me: User, chat_id: str, seq: int) -> int:
         """Raise the caller's read marker (and delivered with it); returns the marker."""
-        async with self.db.transaction() as tx:
-            chat, mine = await membership(tx.conn, chat_id, me.id)
-            value = min(seq, chat.last_seq)
-            if value > mine.last_read_seq:
-                await chat_store.raise_markers(tx.conn, chat_id, me.id, read=value, delivered=value)
-                self.log.notify_after_commit(
-                    tx, ReadMarker(chat_id=chat_id, user_id=me.id, seq=value), chat_id=chat_id
-                )
-            return max(value, mine.last_read_seq)
+        return await self._raise_marker(me, chat_id, seq, read=True)
 
     async def mark_delivered(self, *, me: User, chat_id: str, seq: int) -> int:
+        """Raise the caller's delivered marker; returns the marker."""
+        return await self._raise_marker(me, chat_id, seq, read=False)
+
+    async def _raise_marker(self, me: User, chat_id: str, seq: int, *, read: bool) -> int:
+        """Markers move forwards only, and never past the chat's last seq. Other members hear
+        of a marker that moved (live only: its state is on the members resource)."""
         async with self.db.transaction() as tx:
             chat, mine = await membership(tx.conn, chat_id, me.id)
             value = min(seq, chat.last_seq)
-            if value > mine.last_delivered_seq:
-                await chat_store.raise_markers(tx.conn, chat_id, me.id, read=None, delivered=value)
-                self.log.notify_after_commit(
-                    tx, DeliveredMarker(chat_id=chat_id, user_id=me.id, seq=value), chat_id=chat_id
+            current = mine.last_read_seq if read else mine.last_delivered_seq
+            if value > current:
+                await chat_store.raise_markers(
+                    tx.conn, chat_id, me.id, read=value if read else None, delivered=value
                 )
-            return max(value, mine.last_delivered_seq)
+                marker = ReadMarker if read else DeliveredMarker
+                event = marker(chat_id=chat_id, user_id=me.id, seq=value)
+                self.log.notify_after_commit(tx, event, chat_id=chat_id)
+            return max(value, current)
 
     # --- for the real-time gateway ---------------------------------------------------------
 

@@ -15,6 +15,8 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from reverb.domain.events import LOGGED_TYPES
+
 Json = dict[str, Any]
 DEFAULT_WAIT_S = 10.0
 
@@ -66,7 +68,7 @@ class WsClient:
         deadline = time.monotonic() + timeout
         while len(out) < count:
             f = await self.recv(max(0.01, deadline - time.monotonic()))
-            if f.get("chat_id") == chat_id and "seq" in f:
+            if f.get("chat_id") == chat_id and f["type"] in LOGGED_TYPES:
                 out.append(f)
         return out
 
