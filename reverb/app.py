@@ -12,8 +12,8 @@ from starlette.middleware.cors import CORSMiddleware
 from reverb import __version__, logs
 from reverb.api import problems
 from reverb.api.deps import Services
-from reverb.api.middleware import RequestContext
-from reverb.api.routes import auth, chats, messages, ops, users
+from reverb.api.middleware import BodyLimit, RequestContext
+from reverb.api.routes import auth, chats, media, messages, ops, users
 from reverb.config import Settings, load_settings
 from reverb.realtime import gateway
 from reverb.realtime.bus import Bus
@@ -27,11 +27,13 @@ from reverb.services.eventlog import EventLog
 from reverb.services.health import HealthService
 from reverb.services.live import PresenceService, TypingService
 from reverb.services.login_limits import LoginLimiter
+from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.passwords import Passwords
 from reverb.services.tokens import AccessTokens
 from reverb.services.users import UserService
 from reverb.storage.db import Database
+from reverb.storage.files import LocalBlobStore
 
 DESCRIPTION = """Reverb: a real-time chat backend.
 
@@ -64,6 +66,7 @@ def build_services(settings: Settings) -> Services:
         messages=MessageService(db=db, log=log),
         bus=bus,
         presence=presence,
+        media=MediaService(db=db, files=LocalBlobStore(settings.media_dir), settings=settings),
         health=HealthService(db=db, redis=redis),
     )
 
@@ -111,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
         users.router,
         chats.router,
         messages.router,
+        media.router,
         ops.router,
         gateway.router,
     ):
@@ -125,6 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
             # Bearer tokens, not cookies: browsers need no credentials mode.
             allow_credentials=False,
         )
+    app.add_middleware(BodyLimit)
     app.add_middleware(RequestContext)
     return app
 

@@ -73,6 +73,33 @@ def cmd_migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_media_gc(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import timedelta
+
+    from reverb.services.media import MediaService
+    from reverb.storage.db import Database
+    from reverb.storage.files import LocalBlobStore
+    from reverb.storage.types import utcnow
+
+    settings = _settings()
+    logs.configure(fmt=settings.log_format, level=settings.log_level)
+
+    async def run() -> int:
+        db = Database(settings.sqlalchemy_url)
+        try:
+            service = MediaService(
+                db=db, files=LocalBlobStore(settings.media_dir), settings=settings
+            )
+            return await service.collect_garbage(before=utcnow() - timedelta(hours=args.older_than))
+        finally:
+            await db.close()
+
+    removed = asyncio.run(run())
+    print(f"reverb: removed {removed} upload(s) never attached to a message")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reverb", description="Reverb: a real-time chat backend (REST + WebSocket)."
@@ -88,6 +115,18 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="apply pending database migrations to DATABASE_URL")
     migrate.set_defaults(func=cmd_migrate)
+
+    media = sub.add_parser("media", help="media maintenance")
+    media_sub = media.add_subparsers(dest="media_command", required=True)
+    gc = media_sub.add_parser("gc", help="delete uploads never attached to a message")
+    gc.add_argument(
+        "--older-than",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="only uploads older than this (default 24: a client may still be composing)",
+    )
+    gc.set_defaults(func=cmd_media_gc)
     return p
 
 

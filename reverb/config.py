@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     # How long a crashed process's users stay "online" at most (shared presence, with Redis).
     presence_ttl_seconds: float = Field(default=60.0, ge=3)
 
+    # Media: files under MEDIA_DIR; limits from the API contract.
+    media_dir: Path = Path("./media")
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    max_avatar_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     forwarded_allow_ips: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"

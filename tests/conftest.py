@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -123,6 +124,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "database_url": database_url,
         "jwt_secret": TEST_SECRET,
         "_env_file": None,
+        # Never the working directory: each app gets a media folder of its own.
+        "media_dir": tempfile.mkdtemp(prefix="reverb-media-"),
         **FAST_ARGON2,
     }
     values.update(overrides)

@@ -17,6 +17,7 @@ from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.health import HealthService
 from reverb.services.live import PresenceService
+from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.users import UserService
 from reverb.storage.db import Database
@@ -36,6 +37,7 @@ class Services:
     messages: MessageService
     bus: Bus
     presence: PresenceService
+    media: MediaService
 
 
 def get_services(request: Request) -> Services:

@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reverb.logs import request_id
@@ -74,3 +75,59 @@ class RequestContext:
                 extra={"route": template, "duration_ms": round(elapsed * 1000, 2)},
             )
             request_id.reset(token)
+
+
+# JSON bodies are small (a message is at most 4000 characters); bound what is read before
+# validation so a huge body cannot tie up memory. Uploads have limits of their own.
+MAX_JSON_BODY_BYTES = 1024 * 1024
+UPLOAD_PATHS = frozenset({"/api/media", "/api/users/me/avatar"})
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UPLOAD_PATHS:
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > MAX_JSON_BODY_BYTES:
+                await _too_large(send)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_JSON_BODY_BYTES:
+                # A body without a length that grows too big: stop reading it.
+                return {"type": "http.disconnect"}
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _too_large(send: Send) -> None:
+    body = orjson.dumps(
+        {
+            "type": "about:blank",
+            "title": "Content Too Large",
+            "status": 413,
+            "detail": f"request bodies are at most {MAX_JSON_BODY_BYTES} bytes",
+            "code": "payload_too_large",
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

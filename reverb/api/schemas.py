@@ -207,6 +207,8 @@ class MessageIn(Input):
     content: str
     client_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     reply_to_id: IdRef | None = None
+    # Checked by the service (at most 10, each the sender's own unattached upload).
+    attachment_ids: Annotated[list[IdRef], Field(max_length=100)] = Field(default_factory=list)
 
 
 class MessageEdit(Input):

@@ -260,6 +260,7 @@ class Session:
                 content=frame.content,
                 client_id=frame.client_id,
                 reply_to_id=frame.reply_to_id,
+                attachment_ids=frame.attachment_ids,
             )
             return _frame("ack", ref, message=message.model_dump(mode="json"))
         if isinstance(frame, TypingFrame):

@@ -44,6 +44,7 @@ class SendFrame(Frame):
     content: str
     client_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     reply_to_id: ChatId | None = None
+    attachment_ids: Annotated[list[ChatId], Field(max_length=100)] = Field(default_factory=list)
 
 
 class TypingFrame(Frame):

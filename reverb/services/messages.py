@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -17,8 +18,10 @@ from reverb.services import views
 from reverb.services.chats import MANAGERS, membership
 from reverb.services.eventlog import EventLog
 from reverb.storage import chats as chat_store
+from reverb.storage import media as media_store
 from reverb.storage import messages as message_store
 from reverb.storage.db import Database, Tx
+from reverb.storage.media import MediaRow
 from reverb.storage.messages import MessageRow
 from reverb.storage.types import utcnow
 
@@ -27,10 +30,14 @@ MAX_EMOJI = 32
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def clean_content(content: str) -> str:
-    """The content as stored: surrounding whitespace trimmed, 1-4000 characters, no NUL."""
+MAX_ATTACHMENTS = 10  # the API contract
+
+
+def clean_content(content: str, *, may_be_empty: bool = False) -> str:
+    """The content as stored: surrounding whitespace trimmed, 1-4000 characters (0 with
+    attachments), no NUL."""
     trimmed = content.strip()
-    if not trimmed:
+    if not trimmed and not may_be_empty:
         raise invalid("content must not be blank", field="content")
     if len(trimmed) > MAX_CONTENT:
         raise invalid(
@@ -69,13 +76,19 @@ class MessageService:
         content: str,
         client_id: str | None = None,
         reply_to_id: str | None = None,
+        attachment_ids: Sequence[str] = (),
     ) -> tuple[MessageView, bool]:
         """Store and announce a message: (the message, whether it is new). A repeated
         `client_id` from the same sender in the same chat returns the original, unchanged."""
-        content = clean_content(content)
+        attachments = list(dict.fromkeys(attachment_ids))
+        if len(attachments) > MAX_ATTACHMENTS:
+            raise invalid(f"at most {MAX_ATTACHMENTS} attachments", field="attachment_ids")
+        content = clean_content(content, may_be_empty=bool(attachments))
         try:
             async with self.db.transaction() as tx:
-                return await self._send(tx, me, chat_id, content, client_id, reply_to_id)
+                return await self._send(
+                    tx, me, chat_id, content, client_id, reply_to_id, attachments
+                )
         except IntegrityError:
             # A concurrent retry with the same client id committed first: answer with it.
             if client_id is None:
@@ -95,6 +108,7 @@ class MessageService:
         content: str,
         client_id: str | None,
         reply_to_id: str | None,
+        attachments: list[str],
     ) -> tuple[MessageView, bool]:
         # The chat lock comes first: with it held, an earlier send of the same client id is
         # either committed (and found here) or not yet begun.
@@ -126,7 +140,18 @@ class MessageService:
         )
         await message_store.insert_message(tx.conn, **asdict(row))
         await chat_store.update_chat(tx.conn, chat_id, last_message_id=message_id)
-        view = views.message_view(row, me)
+        files: list[MediaRow] = []
+        if attachments:
+            attached = await media_store.attach(
+                tx.conn, attachments, uploader_id=me.id, message_id=message_id
+            )
+            if attached != len(attachments):
+                raise invalid(
+                    "each attachment must be your own upload, not yet attached",
+                    field="attachment_ids",
+                )
+            files = (await media_store.for_messages(tx.conn, [message_id]))[message_id]
+        view = views.message_view(row, me, attachments=files)
         await self.log.record(tx, MessageCreated(chat_id=chat_id, seq=seq, message=view), now=now)
         MESSAGES_STORED.inc()
         return view, True

@@ -11,6 +11,7 @@ from reverb.domain.users import User
 from reverb.domain.wire import (
     ChatInfo,
     ChatView,
+    MediaView,
     MemberView,
     MessageView,
     ReactionView,
@@ -18,17 +19,35 @@ from reverb.domain.wire import (
     UserView,
 )
 from reverb.storage import chats as chat_store
+from reverb.storage import media as media_store
 from reverb.storage import messages as message_store
 from reverb.storage import users as user_store
 from reverb.storage.chats import ChatRow, MemberRow
+from reverb.storage.media import MediaRow
 from reverb.storage.messages import MessageRow
 
 # Which of these users are online now (the presence service answers; tests may pass none).
 OnlineLookup = Callable[[list[str]], Awaitable[set[str]]]
 
 
+def media_view(row: MediaRow) -> MediaView:
+    return MediaView(
+        id=row.id,
+        url=f"/media/{row.id}",
+        filename=row.filename,
+        content_type=row.content_type,
+        size=row.size,
+        width=row.width,
+        height=row.height,
+        thumbnail_url=f"/media/{row.id}/thumbnail" if row.has_thumbnail else None,
+    )
+
+
 def message_view(
-    row: MessageRow, sender: User, reactions: Sequence[message_store.ReactionCount] = ()
+    row: MessageRow,
+    sender: User,
+    reactions: Sequence[message_store.ReactionCount] = (),
+    attachments: Sequence[MediaRow] = (),
 ) -> MessageView:
     return MessageView(
         id=row.id,
@@ -38,7 +57,7 @@ def message_view(
         content=row.content,
         client_id=row.client_id,
         reply_to_id=row.reply_to_id,
-        attachments=[],
+        attachments=[] if row.deleted else [media_view(m) for m in attachments],
         created_at=row.created_at,
         edited_at=row.edited_at,
         deleted=row.deleted,
@@ -52,7 +71,11 @@ async def message_views(
     """`viewer_id` None: reactions' `me` is false for all (the view every member shares)."""
     senders = await user_store.get_many(conn, [r.sender_id for r in rows])
     reactions = await message_store.reaction_counts(conn, [r.id for r in rows], viewer_id)
-    return [message_view(r, senders[r.sender_id], reactions.get(r.id, ())) for r in rows]
+    files = await media_store.for_messages(conn, [r.id for r in rows])
+    return [
+        message_view(r, senders[r.sender_id], reactions.get(r.id, ()), files.get(r.id, ()))
+        for r in rows
+    ]
 
 
 def chat_info(chat: ChatRow, member_count: int) -> ChatInfo:

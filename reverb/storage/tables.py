@@ -152,3 +152,21 @@ chat_events = Table(
     Column("user_id", String(ID), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+media = Table(
+    "media",
+    metadata,
+    # 128 random bits (not time-ordered): the id is the capability that grants access to the file.
+    Column("id", String(ID), primary_key=True),
+    Column("uploader_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", String(ID), ForeignKey("messages.id", ondelete="SET NULL"), nullable=True),
+    Column("filename", String(255), nullable=False),
+    Column("content_type", String(127), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("width", Integer, nullable=True),
+    Column("height", Integer, nullable=True),
+    Column("has_thumbnail", Boolean, nullable=False, server_default=false()),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_media_message_id", "message_id"),
+    Index("ix_media_unattached", "message_id", "created_at"),
+)

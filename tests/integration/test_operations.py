@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -120,3 +121,24 @@ async def test_cors(database_url: str, origin: str) -> None:
         assert r.headers["access-control-allow-origin"] == origin
         evil = await client.get("/healthz", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in evil.headers
+
+
+async def test_oversized_json_bodies_are_refused(client: httpx.AsyncClient) -> None:
+    s = await register(client)
+    big = b'{"chat_id": "x", "content": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    r = await client.post(
+        "/api/messages", content=big, headers={**s["headers"], "content-type": "application/json"}
+    )
+    assert_problem(r, 413, "payload_too_large")
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the size shows as it streams
+        for piece in (b'{"chat_id": "x", "content": "', *[b"x" * 65536] * 64, b'"}'):
+            yield piece
+
+    r = await client.post(
+        "/api/messages",
+        content=chunks(),
+        headers={**s["headers"], "content-type": "application/json"},
+    )
+    assert r.status_code in (413, 422), r.text
+    assert r.headers["content-type"].startswith("application/problem+json")

@@ -33,6 +33,7 @@ async def send_message(
         content=body.content,
         client_id=body.client_id,
         reply_to_id=body.reply_to_id,
+        attachment_ids=body.attachment_ids,
     )
     response.status_code = 201 if created else 200
     return message

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from reverb.api import cursors
 from reverb.api.deps import ClientAddress, CurrentUser, ServicesDep
 from reverb.api.problems import responses
+from reverb.api.routes.media import MULTIPART
 from reverb.api.schemas import USERNAME_PATTERN, MeOut, Page, PasswordChange, ProfilePatch
+from reverb.api.uploads import read_upload
 from reverb.domain.wire import UserView
 from reverb.errors import invalid
 
@@ -24,6 +26,23 @@ async def update_me(body: ProfilePatch, user: CurrentUser, services: ServicesDep
     updated = await services.users.update_profile(
         user=user, display_name=body.display_name, bio=body.bio
     )
+    return MeOut.of(updated, online=bool(await services.presence.online([user.id])))
+
+
+@router.put("/me/avatar", openapi_extra=MULTIPART, responses=responses(401, 413, 415, 422))
+async def set_avatar(request: Request, user: CurrentUser, services: ServicesDep) -> MeOut:
+    """PNG, JPEG, WebP or GIF, at most 5 MiB and 4096x4096: cropped to a square of at most
+    512x512 and re-encoded as WebP without metadata."""
+    got = await read_upload(
+        request, limit=services.settings.max_avatar_bytes, scratch=services.media.scratch()
+    )
+    updated = await services.media.set_avatar(me=user, source=got.path, size=got.size)
+    return MeOut.of(updated, online=bool(await services.presence.online([user.id])))
+
+
+@router.delete("/me/avatar", responses=responses(401))
+async def remove_avatar(user: CurrentUser, services: ServicesDep) -> MeOut:
+    updated = await services.media.remove_avatar(me=user)
     return MeOut.of(updated, online=bool(await services.presence.online([user.id])))
 
 

@@ -1,0 +1,102 @@
+"""Image checks and re-encoding (Pillow), run in a worker thread by the media service.
+
+Every image is checked from its header first (dimensions, frame count), so a decompression
+bomb is refused before any pixel is decoded; then it is decoded in full, so a truncated or
+disguised file is refused too. Re-encoded output is built from pixels alone: no EXIF, ICC,
+XMP or comments survive.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from reverb.errors import ErrorCode, ReverbError
+
+RASTER = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+THUMBNAIL_SIDE = 320
+AVATAR_SIDE = 512
+# An animation is decoded frame by frame; bound the work: frames, and pixels over all frames.
+MAX_FRAMES = 300
+MAX_FRAME_PIXELS_FACTOR = 4  # all frames together: at most 4x the single-image pixel limit
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    content_type: str
+    width: int
+    height: int
+
+
+def _refuse(detail: str, status: int = 422) -> ReverbError:
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE if status == 415 else ErrorCode.VALIDATION_ERROR
+    return ReverbError(
+        code, detail, status, errors=[{"loc": ["body", "file"], "msg": detail, "type": code.value}]
+    )
+
+
+def inspect(path: Path, *, max_pixels: int, max_side: int | None = None) -> ImageInfo | None:
+    """The image's type and size, or None when the file is not an image at all.
+
+    Raises 415 for an image format that is not PNG, JPEG, WebP or GIF, and 422 for one that is
+    too large or does not decode in full."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except UnidentifiedImageError:
+            return None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _refuse("the image has too many pixels") from None
+        except (OSError, ValueError, SyntaxError):
+            raise _refuse("the image cannot be decoded") from None
+        with img:
+            if img.format not in RASTER:
+                raise _refuse("images must be PNG, JPEG, WebP or GIF", 415)
+            width, height = img.size
+            frames = int(getattr(img, "n_frames", 1))
+            if width * height > max_pixels or (max_side and max(width, height) > max_side):
+                raise _refuse("the image is too large")
+            if (
+                frames > MAX_FRAMES
+                or frames * width * height > max_pixels * MAX_FRAME_PIXELS_FACTOR
+            ):
+                raise _refuse("the animation has too many frames")
+            try:
+                for frame in range(frames):
+                    img.seek(frame)
+                    img.load()
+            except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+                raise _refuse("the image cannot be decoded") from None
+            return ImageInfo(RASTER[img.format], width, height)
+
+
+def _pixels_only(img: Image.Image) -> Image.Image:
+    """A new image holding only the pixels (upright): no metadata can ride along."""
+    img.seek(0)
+    upright = ImageOps.exif_transpose(img)
+    mode = "RGBA" if upright.mode in ("RGBA", "LA", "P", "PA") else "RGB"
+    converted = upright.convert(mode)
+    return Image.frombytes(mode, converted.size, converted.tobytes())
+
+
+def write_thumbnail(source: Path, dest: Path) -> None:
+    with Image.open(source) as img:
+        clean = _pixels_only(img)
+    clean.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    clean.save(dest, "WEBP", quality=80)
+
+
+def write_avatar(source: Path, dest: Path) -> None:
+    """Centre-crop to a square, at most 512x512, WebP."""
+    with Image.open(source) as img:
+        clean = _pixels_only(img)
+    side = min(clean.size)
+    left, top = (clean.width - side) // 2, (clean.height - side) // 2
+    square = clean.crop((left, top, left + side, top + side))
+    if side > AVATAR_SIDE:
+        square = square.resize((AVATAR_SIDE, AVATAR_SIDE), Image.Resampling.LANCZOS)
+    square.save(dest, "WEBP", quality=85)

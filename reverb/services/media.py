@@ -1,0 +1,169 @@
+"""Uploads, avatars and the clean-up of uploads never attached."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import anyio.to_thread
+
+from reverb.config import Settings
+from reverb.domain.users import User
+from reverb.errors import ErrorCode, ReverbError
+from reverb.services import images
+from reverb.storage import media as media_store
+from reverb.storage import users as user_store
+from reverb.storage.db import Database
+from reverb.storage.files import BlobStore
+from reverb.storage.media import MediaRow
+from reverb.storage.types import utcnow
+
+_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+
+
+def media_key(media_id: str) -> str:
+    return f"m/{media_id}"
+
+
+def thumbnail_key(media_id: str) -> str:
+    return f"m/{media_id}.thumb"
+
+
+def clean_filename(name: str | None) -> str:
+    """The client's name, kept only as a label: no directories, no control characters."""
+    base = re.split(r"[/\\]", name or "")[-1]
+    base = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip()
+    return base[:255] or "file"
+
+
+def clean_content_type(claimed: str | None) -> str:
+    value = (claimed or "").split(";")[0].strip().lower()
+    return value if _MIME.fullmatch(value) else "application/octet-stream"
+
+
+def too_large(limit: int) -> ReverbError:
+    return ReverbError(ErrorCode.PAYLOAD_TOO_LARGE, f"the file is over {limit} bytes", 413)
+
+
+@dataclass(slots=True)
+class MediaService:
+    db: Database
+    files: BlobStore
+    settings: Settings
+
+    def scratch(self) -> Path:
+        return self.files.scratch()
+
+    async def upload(
+        self, *, me: User, source: Path, size: int, filename: str | None, content_type: str | None
+    ) -> MediaRow:
+        """Store an upload that `source` holds (the file is consumed either way)."""
+        thumb: Path | None = None
+        try:
+            if size > self.settings.max_upload_bytes:
+                raise too_large(self.settings.max_upload_bytes)
+            claimed = clean_content_type(content_type)
+            info = await anyio.to_thread.run_sync(
+                lambda: images.inspect(source, max_pixels=self.settings.max_image_pixels)
+            )
+            if info is None and claimed.startswith("image/") and claimed != "image/svg+xml":
+                raise ReverbError(
+                    ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the file is not a decodable image", 415
+                )
+            media_id = secrets.token_hex(16)  # 128 random bits: the URL is the capability
+            if info is not None:
+                thumb = self.files.scratch()
+                await anyio.to_thread.run_sync(images.write_thumbnail, source, thumb)
+            row = MediaRow(
+                id=media_id,
+                uploader_id=me.id,
+                message_id=None,
+                filename=clean_filename(filename),
+                content_type=info.content_type if info else claimed,
+                size=size,
+                width=info.width if info else None,
+                height=info.height if info else None,
+                has_thumbnail=thumb is not None,
+                created_at=utcnow(),
+            )
+            self.files.put(media_key(media_id), source)
+            if thumb is not None:
+                self.files.put(thumbnail_key(media_id), thumb)
+            try:
+                async with self.db.transaction() as tx:
+                    await media_store.insert_media(tx.conn, row)
+            except Exception:
+                self.files.delete(media_key(media_id))
+                self.files.delete(thumbnail_key(media_id))
+                raise
+            return row
+        finally:
+            for leftover in (source, thumb):
+                if leftover is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        leftover.unlink()
+
+    async def set_avatar(self, *, me: User, source: Path, size: int) -> User:
+        out: Path | None = None
+        try:
+            if size > self.settings.max_avatar_bytes:
+                raise too_large(self.settings.max_avatar_bytes)
+            info = await anyio.to_thread.run_sync(
+                lambda: images.inspect(
+                    source, max_pixels=self.settings.max_image_pixels, max_side=4096
+                )
+            )
+            if info is None:
+                raise ReverbError(
+                    ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+                    "an avatar must be a PNG, JPEG, WebP or GIF image",
+                    415,
+                )
+            out = self.files.scratch()
+            await anyio.to_thread.run_sync(images.write_avatar, source, out)
+            key = f"avatars/{secrets.token_hex(16)}.webp"  # a new URL for new content
+            self.files.put(key, out)
+            return await self._replace_avatar(me, key)
+        finally:
+            for leftover in (source, out):
+                if leftover is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        leftover.unlink()
+
+    async def remove_avatar(self, *, me: User) -> User:
+        return await self._replace_avatar(me, None)
+
+    async def _replace_avatar(self, me: User, key: str | None) -> User:
+        async with self.db.transaction() as tx:
+            current = await user_store.get(tx.conn, me.id)
+            assert current is not None
+            await user_store.update_user(tx.conn, me.id, avatar_key=key, updated_at=utcnow())
+            updated = await user_store.get(tx.conn, me.id)
+        assert updated is not None
+        if current.avatar_key and current.avatar_key != key:
+            self.files.delete(current.avatar_key)
+        return updated
+
+    async def get(self, media_id: str) -> MediaRow | None:
+        if not re.fullmatch(r"[0-9a-f]{32}", media_id):
+            return None
+        async with self.db.read() as conn:
+            return await media_store.get(conn, media_id)
+
+    def path(self, key: str) -> Path | None:
+        return self.files.path(key)
+
+    async def collect_garbage(self, *, before: datetime) -> int:
+        """Delete uploads never attached to a message and older than `before`."""
+        async with self.db.transaction() as tx:
+            rows = await media_store.unattached_before(tx.conn, before)
+            await media_store.delete_ids(tx.conn, [r.id for r in rows])
+        for r in rows:
+            self.files.delete(media_key(r.id))
+            self.files.delete(thumbnail_key(r.id))
+        return len(rows)

@@ -1,0 +1,88 @@
+"""Queries on uploaded media."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from reverb.storage.tables import media
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRow:
+    id: str
+    uploader_id: str
+    message_id: str | None
+    filename: str
+    content_type: str
+    size: int
+    width: int | None
+    height: int | None
+    has_thumbnail: bool
+    created_at: datetime
+
+
+_COLUMNS = list(media.c)
+
+
+def _row(row: Any) -> MediaRow:
+    return MediaRow(**{c.name: row._mapping[c.name] for c in _COLUMNS})
+
+
+async def insert_media(conn: AsyncConnection, row: MediaRow) -> None:
+    await conn.execute(insert(media).values(**{c.name: getattr(row, c.name) for c in _COLUMNS}))
+
+
+async def get(conn: AsyncConnection, media_id: str) -> MediaRow | None:
+    found = (await conn.execute(select(*_COLUMNS).where(media.c.id == media_id))).first()
+    return _row(found) if found else None
+
+
+async def attach(
+    conn: AsyncConnection, media_ids: Sequence[str], *, uploader_id: str, message_id: str
+) -> int:
+    """Attach the caller's own unattached uploads; the number actually attached."""
+    result = await conn.execute(
+        update(media)
+        .where(
+            media.c.id.in_(set(media_ids)),
+            media.c.uploader_id == uploader_id,
+            media.c.message_id.is_(None),
+        )
+        .values(message_id=message_id)
+    )
+    return int(result.rowcount)
+
+
+async def for_messages(
+    conn: AsyncConnection, message_ids: Sequence[str]
+) -> dict[str, list[MediaRow]]:
+    if not message_ids:
+        return {}
+    stmt = (
+        select(*_COLUMNS)
+        .where(media.c.message_id.in_(set(message_ids)))
+        .order_by(media.c.created_at, media.c.id)
+    )
+    out: dict[str, list[MediaRow]] = defaultdict(list)
+    for r in await conn.execute(stmt):
+        row = _row(r)
+        assert row.message_id is not None
+        out[row.message_id].append(row)
+    return out
+
+
+async def unattached_before(conn: AsyncConnection, before: datetime) -> list[MediaRow]:
+    stmt = select(*_COLUMNS).where(media.c.message_id.is_(None), media.c.created_at < before)
+    return [_row(r) for r in await conn.execute(stmt)]
+
+
+async def delete_ids(conn: AsyncConnection, media_ids: Sequence[str]) -> None:
+    if media_ids:
+        await conn.execute(delete(media).where(media.c.id.in_(set(media_ids))))
