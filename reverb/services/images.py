@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from reverb.errors import ErrorCode, ReverbError
 
 RASTER = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+FORMATS = {**RASTER, "MPO": "image/jpeg"}  # MPO: a multi-picture JPEG, served as a JPEG
 THUMBNAIL_SIDE = 320
 AVATAR_SIDE = 512
 # An animation is decoded frame by frame; bound the work: frames, and pixels over all frames.
@@ -38,24 +39,29 @@ def _refuse(detail: str, status: int = 422) -> ReverbError:
     )
 
 
-def inspect(path: Path, *, max_pixels: int, max_side: int | None = None) -> ImageInfo | None:
-    """The image's type and size, or None when the file is not an image at all.
+def inspect(
+    path: Path, *, max_pixels: int, claimed_image: bool, max_side: int | None = None
+) -> ImageInfo | None:
+    """The image's type and size, or None when the file is to be kept as a plain file.
 
-    Raises 415 for an image format that is not PNG, JPEG, WebP or GIF, and 422 for one that is
-    too large or does not decode in full."""
+    A PNG, JPEG, WebP or GIF is always checked: 422 when it is too large or does not decode in
+    full. Anything else is a plain file, unless the client called it an image: then 415."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(path)
-        except UnidentifiedImageError:
-            return None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise _refuse("the image has too many pixels") from None
-        except (OSError, ValueError, SyntaxError):
-            raise _refuse("the image cannot be decoded") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            if claimed_image:
+                raise _refuse("the file is not a decodable image", 415) from None
+            return None
         with img:
-            if img.format not in RASTER:
-                raise _refuse("images must be PNG, JPEG, WebP or GIF", 415)
+            if img.format not in FORMATS:
+                # Text that happens to look like, say, a PPM header is still just text.
+                if claimed_image:
+                    raise _refuse("images must be PNG, JPEG, WebP or GIF", 415)
+                return None
             width, height = img.size
             frames = int(getattr(img, "n_frames", 1))
             if width * height > max_pixels or (max_side and max(width, height) > max_side):
@@ -71,7 +77,7 @@ def inspect(path: Path, *, max_pixels: int, max_side: int | None = None) -> Imag
                     img.load()
             except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
                 raise _refuse("the image cannot be decoded") from None
-            return ImageInfo(RASTER[img.format], width, height)
+            return ImageInfo(FORMATS[img.format], width, height)
 
 
 def _pixels_only(img: Image.Image) -> Image.Image:

@@ -23,7 +23,8 @@ from reverb.storage.files import BlobStore
 from reverb.storage.media import MediaRow
 from reverb.storage.types import utcnow
 
-_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+# Fits the 127-character column: 1 + 62 + "/" + 1 + 62.
+_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}")
 
 
 def media_key(media_id: str) -> str:
@@ -68,13 +69,12 @@ class MediaService:
             if size > self.settings.max_upload_bytes:
                 raise too_large(self.settings.max_upload_bytes)
             claimed = clean_content_type(content_type)
+            claimed_image = claimed.startswith("image/") and claimed != "image/svg+xml"
             info = await anyio.to_thread.run_sync(
-                lambda: images.inspect(source, max_pixels=self.settings.max_image_pixels)
-            )
-            if info is None and claimed.startswith("image/") and claimed != "image/svg+xml":
-                raise ReverbError(
-                    ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the file is not a decodable image", 415
+                lambda: images.inspect(
+                    source, max_pixels=self.settings.max_image_pixels, claimed_image=claimed_image
                 )
+            )
             media_id = secrets.token_hex(16)  # 128 random bits: the URL is the capability
             if info is not None:
                 thumb = self.files.scratch()
@@ -115,7 +115,10 @@ class MediaService:
                 raise too_large(self.settings.max_avatar_bytes)
             info = await anyio.to_thread.run_sync(
                 lambda: images.inspect(
-                    source, max_pixels=self.settings.max_image_pixels, max_side=4096
+                    source,
+                    max_pixels=self.settings.max_image_pixels,
+                    claimed_image=True,
+                    max_side=4096,
                 )
             )
             if info is None:
@@ -140,7 +143,8 @@ class MediaService:
 
     async def _replace_avatar(self, me: User, key: str | None) -> User:
         async with self.db.transaction() as tx:
-            current = await user_store.get(tx.conn, me.id)
+            # Locked, so concurrent replacements each see (and remove) their predecessor.
+            current = await user_store.get(tx.conn, me.id, lock=True)
             assert current is not None
             await user_store.update_user(tx.conn, me.id, avatar_key=key, updated_at=utcnow())
             updated = await user_store.get(tx.conn, me.id)

@@ -22,8 +22,11 @@ async def insert_user(conn: AsyncConnection, **values: Any) -> None:
     await conn.execute(insert(users).values(**values))
 
 
-async def get(conn: AsyncConnection, user_id: str) -> User | None:
-    row = (await conn.execute(select(*_USER_COLUMNS).where(users.c.id == user_id))).first()
+async def get(conn: AsyncConnection, user_id: str, *, lock: bool = False) -> User | None:
+    stmt = select(*_USER_COLUMNS).where(users.c.id == user_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = (await conn.execute(stmt)).first()
     return _user(row._mapping) if row else None
 
 
