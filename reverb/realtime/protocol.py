@@ -11,7 +11,15 @@ from enum import Enum
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 # Close codes (RFC 6455 leaves 4000-4999 to applications): the HTTP status they echo.
 CLOSE_UNAUTHORIZED = 4401  # bad, expired or revoked token
@@ -30,6 +38,14 @@ class Frame(BaseModel):
     # Strict: JSON `true` is not the number 1, nor "5" a seq.
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
     ref: Ref | None = None
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        # PostgreSQL text cannot hold NUL: refuse it as a bad frame, not a database error.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class AuthFrame(Frame):

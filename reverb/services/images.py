@@ -20,6 +20,8 @@ RASTER = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF":
 FORMATS = {**RASTER, "MPO": "image/jpeg"}  # MPO: a multi-picture JPEG, served as a JPEG
 THUMBNAIL_SIDE = 320
 AVATAR_SIDE = 512
+EXIF_ORIENTATION = 0x0112
+QUARTER_TURNS = frozenset({5, 6, 7, 8})  # orientations that swap width and height
 # An animation is decoded frame by frame; bound the work: frames, and pixels over all frames.
 MAX_FRAMES = 300
 MAX_FRAME_PIXELS_FACTOR = 4  # all frames together: at most 4x the single-image pixel limit
@@ -77,6 +79,9 @@ def inspect(
                     img.load()
             except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
                 raise _refuse("the image cannot be decoded") from None
+            img.seek(0)
+            if img.getexif().get(EXIF_ORIENTATION) in QUARTER_TURNS:
+                width, height = height, width  # as shown (and as the thumbnail is): upright
             return ImageInfo(FORMATS[img.format], width, height)
 
 

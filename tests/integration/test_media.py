@@ -970,3 +970,24 @@ async def test_uploads_never_attached_are_collected(
     assert_only(folder, kept_files)
     assert_problem(await client.get(late["url"]), 404, "not_found")
     assert await media_rows(client) == 1
+
+
+async def test_dimensions_are_those_of_the_upright_image(client: httpx.AsyncClient) -> None:
+    """A phone photo stored sideways with EXIF orientation 6 is reported as it is shown."""
+    a = await register(client)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 100), "blue").save(buf, "JPEG", exif=exif.tobytes())
+    r = await client.post(
+        "/api/media",
+        files={"file": ("side.jpg", buf.getvalue(), "image/jpeg")},
+        headers=a["headers"],
+    )
+    assert r.status_code == 201, r.text
+    assert (r.json()["width"], r.json()["height"]) == (100, 400)
+    thumb = await client.get(r.json()["thumbnail_url"])
+    assert (
+        Image.open(io.BytesIO(thumb.content)).size[0]
+        < Image.open(io.BytesIO(thumb.content)).size[1]
+    )

@@ -439,3 +439,15 @@ def test_flood_guard_spread_out_refusals_never_trip() -> None:
     guard = FloodGuard(limit=3, window_s=10.0)
     assert not any(guard.refused(t * 6.0) for t in range(1000))
     assert len(guard.refusals) <= 2  # old refusals are dropped, not kept forever
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "message.send", "chat_id": "c", "content": "hi", "client_id": "a\x00b"},
+        {"type": "message.send", "chat_id": "c\x00", "content": "hi", "client_id": "a"},
+        {"type": "auth", "token": "tok\x00en"},
+    ],
+)
+def test_nul_characters_make_a_bad_frame(frame: dict[str, object]) -> None:
+    assert isinstance(parse(orjson.dumps(frame).decode()), BadFrame)
