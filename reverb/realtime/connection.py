@@ -91,13 +91,16 @@ class Connection:
                 return True
         return False
 
-    def close_soon(self, code: int, reason: str) -> None:
-        """Stop queueing and close once the frame being written (if any) is out. A client that
-        has stopped reading gets the close frame after what is in flight, if it ever reads."""
+    def close_soon(self, code: int, reason: str, *, flush: bool = False) -> None:
+        """Stop queueing and close. With `flush`, what is already queued (replies the client
+        is owed) goes out first; otherwise the close follows the frame being written, if any.
+        A client that has stopped reading gets the close frame after what is in flight, if it
+        ever reads."""
         if self.closing is None:
             WS_CLOSES.labels(str(code)).inc()
             self.closing = code
-            self._queue.clear()
+            if not flush:
+                self._queue.clear()
             self._wakeup.set()
             self._close_reason = reason
 
@@ -105,12 +108,13 @@ class Connection:
 
     async def run_writer(self) -> None:
         while True:
-            if not self._queue and self.closing is None:
+            if not self._queue:
+                if self.closing is not None:
+                    await self._close(self.closing, self._close_reason)
+                    return
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self.closing is not None:
-                await self._close(self.closing, self._close_reason)
-                return
+                continue
             item = self._queue.popleft()
             if isinstance(item, Raw):
                 await self._send_text(item.text)

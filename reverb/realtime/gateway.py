@@ -251,9 +251,12 @@ class Session:
         if isinstance(frame, SendFrame):
             now = time.monotonic()
             if not self.bucket.take(now):
+                refusal = _error(ErrorCode.RATE_LIMITED, "slow down", ref)
                 if self.flood.refused(now):
-                    conn.close_soon(CLOSE_FLOODING, "too many messages")
-                return _error(ErrorCode.RATE_LIMITED, "slow down", ref)
+                    conn.push(Raw(refusal))  # owed before the close
+                    conn.close_soon(CLOSE_FLOODING, "too many messages", flush=True)
+                    return None
+                return refusal
             message, _ = await rt.messages.send(
                 me=user,
                 chat_id=frame.chat_id,
