@@ -119,10 +119,6 @@ class Settings(BaseSettings):
         return async_database_url(self.database_url)
 
     @property
-    def is_sqlite(self) -> bool:
-        return make_url(self.sqlalchemy_url).get_backend_name() == "sqlite"
-
-    @property
     def should_auto_migrate(self) -> bool:
         return self.auto_migrate if self.auto_migrate is not None else not self.production
 

@@ -102,29 +102,18 @@ class SessionRevoked(BaseModel):
     type: Literal["session.revoked"] = "session.revoked"
 
 
-Logged = (
-    MessageCreated
-    | MessageUpdated
-    | MessageDeleted
-    | ReactionUpdated
-    | ChatUpdated
-    | MemberAdded
-    | MemberUpdated
-    | MemberRemoved
+# The events that take a seq and are stored in the chat's event log.
+LOGGED_EVENTS: tuple[type[LoggedEvent], ...] = (
+    MessageCreated,
+    MessageUpdated,
+    MessageDeleted,
+    ReactionUpdated,
+    ChatUpdated,
+    MemberAdded,
+    MemberUpdated,
+    MemberRemoved,
 )
-LOGGED_TYPES = frozenset(
-    m.model_fields["type"].default
-    for m in (
-        MessageCreated,
-        MessageUpdated,
-        MessageDeleted,
-        ReactionUpdated,
-        ChatUpdated,
-        MemberAdded,
-        MemberUpdated,
-        MemberRemoved,
-    )
-)
+LOGGED_TYPES = frozenset(str(m.model_fields["type"].default) for m in LOGGED_EVENTS)
 
 
 def encode(event: BaseModel) -> str:

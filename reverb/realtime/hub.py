@@ -102,9 +102,6 @@ class Hub:
                     chat.repair.cancel()
                 del self._chats[chat_id]
 
-    def local_users(self) -> set[str]:
-        return set(self._users)
-
     # --- dispatch ---------------------------------------------------------------------------------
 
     def dispatch(self, env: Envelope) -> None:
@@ -155,11 +152,13 @@ class Hub:
             for conn in self._users.get(user_id, ()):
                 if chat_id not in conn.positions:
                     self.attach(conn, chat_id, env.seq - 1)
-        targets = set(chat.conns)
-        for user_id in env.user_ids:
-            targets |= self._users.get(user_id, set())
-        for conn in targets:
+        # The hot path of a big chat: push to each connection without copying the set first.
+        for conn in chat.conns:
             conn.push(env)
+        for user_id in env.user_ids:
+            for conn in self._users.get(user_id, ()):
+                if conn not in chat.conns:
+                    conn.push(env)
         for user_id in env.left:
             for conn in list(self._users.get(user_id, ())):
                 # Stop at once: nothing after its own removal reaches a removed member. The

@@ -233,7 +233,7 @@ class ChatService:
             if values:
                 now = utcnow()
                 await chat_store.update_chat(tx.conn, chat_id, updated_at=now, **values)
-                count = len(await chat_store.member_ids(tx.conn, chat_id))
+                count = (await chat_store.member_counts(tx.conn, [chat_id]))[chat_id]
 
                 changed = await chat_store.get(tx.conn, chat_id)
                 assert changed is not None
@@ -399,9 +399,3 @@ class ChatService:
         async with self.db.read() as conn:
             row = await event_store.last_removal(conn, chat_id, user_id)
         return row if row is not None and row.seq > after else None
-
-    async def is_member(self, *, chat_id: str, user_id: str) -> bool:
-        if not ids.is_id(chat_id):
-            return False
-        async with self.db.read() as conn:
-            return await chat_store.get_member(conn, chat_id, user_id) is not None

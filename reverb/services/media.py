@@ -47,6 +47,14 @@ def clean_content_type(claimed: str | None) -> str:
     return value if _MIME.fullmatch(value) else "application/octet-stream"
 
 
+def _discard(*paths: Path | None) -> None:
+    """Remove scratch files, whatever happened to them (moved into the store, or not)."""
+    for path in paths:
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
 def too_large(limit: int) -> ReverbError:
     return ReverbError(ErrorCode.PAYLOAD_TOO_LARGE, f"the file is over {limit} bytes", 413)
 
@@ -103,10 +111,7 @@ class MediaService:
                 raise
             return row
         finally:
-            for leftover in (source, thumb):
-                if leftover is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        leftover.unlink()
+            _discard(source, thumb)
 
     async def set_avatar(self, *, me: User, source: Path, size: int) -> User:
         out: Path | None = None
@@ -133,10 +138,7 @@ class MediaService:
             self.files.put(key, out)
             return await self._replace_avatar(me, key)
         finally:
-            for leftover in (source, out):
-                if leftover is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        leftover.unlink()
+            _discard(source, out)
 
     async def remove_avatar(self, *, me: User) -> User:
         return await self._replace_avatar(me, None)

@@ -113,11 +113,6 @@ async def members(conn: AsyncConnection, chat_id: str) -> list[MemberRow]:
     return [_member(r) for r in await conn.execute(stmt)]
 
 
-async def member_ids(conn: AsyncConnection, chat_id: str) -> list[str]:
-    stmt = select(chat_members.c.user_id).where(chat_members.c.chat_id == chat_id)
-    return list((await conn.execute(stmt)).scalars())
-
-
 async def member_counts(conn: AsyncConnection, chat_ids: Sequence[str]) -> dict[str, int]:
     if not chat_ids:
         return {}

@@ -5,20 +5,25 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from reverb.api import cursors
-from reverb.api.deps import ClientAddress, CurrentUser, ServicesDep
+from reverb.api.deps import ClientAddress, CurrentUser, Services, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.routes.media import MULTIPART
 from reverb.api.schemas import USERNAME_PATTERN, MeOut, Page, PasswordChange, ProfilePatch
 from reverb.api.uploads import read_upload
+from reverb.domain.users import User
 from reverb.domain.wire import UserView
 from reverb.errors import invalid
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
 
+async def _me(user: User, services: Services) -> MeOut:
+    return MeOut.of(user, online=bool(await services.presence.online([user.id])))
+
+
 @router.get("/me", responses=responses(401))
 async def me(user: CurrentUser, services: ServicesDep) -> MeOut:
-    return MeOut.of(user, online=bool(await services.presence.online([user.id])))
+    return await _me(user, services)
 
 
 @router.patch("/me", responses=responses(401, 422))
@@ -26,7 +31,7 @@ async def update_me(body: ProfilePatch, user: CurrentUser, services: ServicesDep
     updated = await services.users.update_profile(
         user=user, display_name=body.display_name, bio=body.bio
     )
-    return MeOut.of(updated, online=bool(await services.presence.online([user.id])))
+    return await _me(updated, services)
 
 
 @router.put("/me/avatar", openapi_extra=MULTIPART, responses=responses(401, 413, 415, 422))
@@ -37,13 +42,13 @@ async def set_avatar(request: Request, user: CurrentUser, services: ServicesDep)
         request, limit=services.settings.max_avatar_bytes, scratch=services.media.scratch()
     )
     updated = await services.media.set_avatar(me=user, source=got.path, size=got.size)
-    return MeOut.of(updated, online=bool(await services.presence.online([user.id])))
+    return await _me(updated, services)
 
 
 @router.delete("/me/avatar", responses=responses(401))
 async def remove_avatar(user: CurrentUser, services: ServicesDep) -> MeOut:
     updated = await services.media.remove_avatar(me=user)
-    return MeOut.of(updated, online=bool(await services.presence.online([user.id])))
+    return await _me(updated, services)
 
 
 @router.post("/me/password", status_code=204, responses=responses(401, 403, 422, 429))
