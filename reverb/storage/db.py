@@ -7,15 +7,18 @@ this is where events are published, so no client hears of a change a rollback re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from reverb.storage import sqlite_inline
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +72,21 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
-        if not self.is_sqlite:
+        if self.is_sqlite:
+            kwargs = {"async_creator": sqlite_inline.creator(make_url(url).database or "")}
+        else:
             kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
         self.engine = create_async_engine(url, **kwargs)
+        # SQLite statements run inline (see sqlite_inline): a second writer of this process
+        # must wait here, not inside BEGIN IMMEDIATE, where it would hold up the loop and so
+        # the very writer it waits for.
+        self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             _sqlite_setup(self.engine)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with self.engine.connect() as conn:
+        async with self._writer(), self.engine.connect() as conn:
             if self.is_sqlite:
                 await conn.execution_options(sqlite_begin="IMMEDIATE")
             tx = Tx(conn)
@@ -90,6 +99,9 @@ class Database:
                 # The change is committed; a failed notification must not turn it into an error.
                 # Clients recover what they missed by resuming from their last seq.
                 log.exception("after-commit callback failed")
+
+    def _writer(self) -> AbstractAsyncContextManager[object]:
+        return self._sqlite_writer if self._sqlite_writer is not None else nullcontext()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

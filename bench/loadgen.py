@@ -1,0 +1,465 @@
+"""The load-generator process: runs one scenario against one target and prints its figures.
+
+    python -m bench.loadgen SPEC.json     (the orchestrator writes SPEC and reads stdout)
+
+Every loop is bounded by a duration and a count. Server CPU and memory are read from /proc for
+the server's PIDs at the start and end of the measured window only, so connecting and warming
+up are not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import uvloop
+
+from bench.client import Peer, connect
+from bench.http import HttpConn
+from bench.procs import Usage, raise_open_files, usage
+
+Spec = dict[str, Any]
+NS = 1_000_000_000
+
+
+def pct(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(values: Sequence[int]) -> dict[str, float | None]:
+    """p50/p95/p99/max of nanosecond samples, in milliseconds."""
+    out: dict[str, float | None] = {}
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)):
+        v = pct(values, q)
+        out[name] = None if v is None else round(v / 1e6, 3)
+    return out
+
+
+class Window:
+    """Wall time and the server's CPU time and RSS over the measured part of a scenario."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.t0 = time.monotonic()
+        self.u0 = usage(pids)
+
+    def close(self) -> dict[str, float]:
+        wall = time.monotonic() - self.t0
+        u1: Usage = usage(self.pids)
+        cpu = u1.cpu_s - self.u0.cpu_s
+        return {
+            "wall_s": round(wall, 3),
+            "server_cpu_s": round(cpu, 3),
+            "server_cores": round(cpu / wall, 3) if wall else 0.0,
+            "server_rss_mib": round(u1.rss_bytes / 2**20, 1),
+        }
+
+
+def auth_frame(spec: Spec, conn: dict[str, Any], since: dict[str, int] | None = None) -> Spec:
+    if spec["target"]["kind"] == "raw":
+        return {"type": "auth", "token": "raw", "chats": conn["chats"]}
+    frame: Spec = {"type": "auth", "token": conn["token"]}
+    if since:
+        frame["since"] = since
+    return frame
+
+
+async def connect_all(
+    spec: Spec, conns: Sequence[dict[str, Any]], on_event: Callable[[Peer, Spec, int], None]
+) -> list[Peer]:
+    """Connect and authenticate every connection, a bounded number at a time."""
+    gate = asyncio.Semaphore(spec.get("connect_concurrency", 200))
+    url = spec["target"]["ws_url"]
+
+    async def one(conn: dict[str, Any]) -> Peer:
+        async with gate:
+            peer = await connect(url, auth_frame(spec, conn), on_event)
+            peer.tag = conn
+            return peer
+
+    return list(await asyncio.gather(*(one(c) for c in conns)))
+
+
+async def run_for(seconds: float, loops: Sequence[Awaitable[None]]) -> None:
+    tasks = [asyncio.ensure_future(loop) for loop in loops]
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def send_frame(chat_id: str, content: str, client_id: str) -> Spec:
+    return {"type": "message.send", "chat_id": chat_id, "content": content, "client_id": client_id}
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+async def send(spec: Spec) -> Spec:
+    """Every client sends into its chat and waits for the ack before sending again."""
+    deliveries = 0
+
+    def on_event(_peer: Peer, event: Spec, _t: int) -> None:
+        nonlocal deliveries
+        if event.get("type") == "message.created":
+            deliveries += 1
+
+    peers = await connect_all(spec, spec["conns"], on_event)
+    measuring = False
+    acks: list[int] = []
+    errors: list[str] = []
+    counter = itertools.count()
+
+    async def client(peer: Peer) -> None:
+        chat = peer.tag["chats"][0]  # type: ignore[index]
+        while True:
+            t0 = time.monotonic_ns()
+            n = next(counter)
+            answer = await peer.request(send_frame(chat, f"hello {n}", f"c{n}"))
+            if answer.get("type") != "ack":
+                errors.append(str(answer))
+                if len(errors) > 100:
+                    raise RuntimeError(f"too many errors: {errors[:3]}")
+                continue
+            if measuring:
+                acks.append(time.monotonic_ns() - t0)
+
+    tasks = [asyncio.ensure_future(client(p)) for p in peers]
+    await asyncio.sleep(spec["warmup_s"])
+    measuring = True
+    d0 = deliveries
+    window = Window(spec["target"]["pids"])
+    await asyncio.sleep(spec["duration_s"])
+    measuring = False
+    stats = window.close()
+    delivered = deliveries - d0
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for p in peers:
+        p.close()
+    n = len(acks)
+    return {
+        **stats,
+        "clients": len(peers),
+        "messages": n,
+        "messages_per_s": round(n / stats["wall_s"], 1),
+        "server_cpu_us_per_message": round(stats["server_cpu_s"] / n * 1e6, 1) if n else None,
+        "deliveries": delivered,
+        "ack_ms": ms(acks),
+        "errors": len(errors),
+    }
+
+
+async def fanout(spec: Spec) -> Spec:
+    """Senders in one big chat, each waiting for its own copy before sending again, so queues
+    stay bounded; every member counts what it receives."""
+    deliveries = 0
+    own: dict[str, asyncio.Future[None]] = {}
+
+    def on_event(_peer: Peer, event: Spec, _t: int) -> None:
+        nonlocal deliveries
+        if event.get("type") == "message.created":
+            deliveries += 1
+            waiter = own.pop(event["message"].get("client_id") or "", None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    peers = await connect_all(spec, spec["conns"], on_event)
+    chat = spec["conns"][0]["chats"][0]
+    counter = itertools.count()
+    loop = asyncio.get_running_loop()
+
+    async def sender(peer: Peer) -> None:
+        while True:
+            client_id = f"f{next(counter)}"
+            waiter = own[client_id] = loop.create_future()
+            ack = peer.request(send_frame(chat, "fan-out " + client_id, client_id))
+            await asyncio.gather(ack, waiter)
+
+    senders = [asyncio.ensure_future(sender(p)) for p in peers[: spec["senders"]]]
+    await asyncio.sleep(spec["warmup_s"])
+    d0 = deliveries
+    window = Window(spec["target"]["pids"])
+    await asyncio.sleep(spec["duration_s"])
+    stats = window.close()
+    delivered = deliveries - d0
+    for task in senders:
+        task.cancel()
+    await asyncio.gather(*senders, return_exceptions=True)
+    closed = sum(1 for p in peers if p.closed.done())
+    for p in peers:
+        p.close()
+    return {
+        **stats,
+        "members": len(peers),
+        "senders": spec["senders"],
+        "deliveries": delivered,
+        "deliveries_per_s": round(delivered / stats["wall_s"], 1),
+        "deliveries_per_core_s": round(delivered / stats["server_cpu_s"], 1)
+        if stats["server_cpu_s"]
+        else None,
+        "closed_during_run": closed,
+    }
+
+
+async def latency(spec: Spec) -> Spec:
+    """One sender at a fixed rate into the big chat; latency from send to each receiver."""
+    samples: list[int] = []
+    per_server: dict[str, list[int]] = {}
+
+    def on_event(peer: Peer, event: Spec, t: int) -> None:
+        if event.get("type") == "message.created":
+            content = event["message"]["content"]
+            if content.startswith("t"):
+                lat = t - int(content[1:])
+                samples.append(lat)
+                per_server.setdefault(peer.tag["server"], []).append(lat)  # type: ignore[index]
+
+    conns = spec["conns"]
+    peers: list[Peer] = []
+    for server in {c["server"] for c in conns}:
+        part = [c for c in conns if c["server"] == server]
+        peers += await connect_all(
+            {**spec, "target": {**spec["target"], "ws_url": server}}, part, on_event
+        )
+    sender = next(p for p in peers if p.tag["sender"])  # type: ignore[index]
+    chat = conns[0]["chats"][0]
+    results = []
+    receivers = len(peers) - 1
+    for rate in spec["rates"]:
+        samples.clear()
+        per_server.clear()
+        interval = 1 / rate
+        count = max(1, int(rate * spec["duration_s"]))
+        window = Window(spec["target"]["pids"])
+        start = time.monotonic()
+        acks = []
+        for i in range(count):
+            delay = start + i * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            acks.append(sender.request(send_frame(chat, f"t{time.monotonic_ns()}", f"l{rate}-{i}")))
+        await asyncio.wait_for(asyncio.gather(*acks), 30)
+        # Wait (bounded) for every receiver to have every message.
+        deadline = time.monotonic() + 10
+        expected = count * len(peers)
+        while len(samples) < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        stats = window.close()
+        results.append(
+            {
+                "rate_msgs_per_s": rate,
+                "deliveries_per_s": rate * receivers,
+                "received": len(samples),
+                "expected": expected,
+                "latency_ms": ms(samples),
+                "by_server": {k: ms(v) for k, v in per_server.items()},
+                **stats,
+            }
+        )
+    for p in peers:
+        p.close()
+    return {"members": len(peers), "levels": results}
+
+
+async def connections(spec: Spec) -> Spec:
+    """Open many authenticated sockets and hold them; memory per connection from RSS."""
+    pids = spec["target"]["pids"]
+    before = usage(pids)
+    t0 = time.monotonic()
+    peers = await connect_all(spec, spec["conns"], lambda *_: None)
+    opened_s = time.monotonic() - t0
+    await asyncio.sleep(spec["hold_s"])
+    after = usage(pids)
+    held = sum(1 for p in peers if not p.closed.done())
+    # Still alive? Every held socket answers a ping (bounded concurrency).
+    alive = 0
+    for batch in range(0, len(peers), 1000):
+        answers = await asyncio.gather(
+            *(p.request({"type": "ping"}) for p in peers[batch : batch + 1000]),
+            return_exceptions=True,
+        )
+        alive += sum(1 for a in answers if isinstance(a, dict) and a.get("type") == "pong")
+    for p in peers:
+        p.close()
+    n = len(peers)
+    return {
+        "requested": len(spec["conns"]),
+        "held": held,
+        "answered_ping": alive,
+        "open_s": round(opened_s, 2),
+        "connections_per_s": round(n / opened_s, 1),
+        "rss_before_mib": round(before.rss_bytes / 2**20, 1),
+        "rss_after_mib": round(after.rss_bytes / 2**20, 1),
+        "rss_per_connection_kib": round((after.rss_bytes - before.rss_bytes) / n / 1024, 2),
+    }
+
+
+class _Pages:
+    """One chat's history run: latencies of newest and deep pages while measuring."""
+
+    def __init__(self, chat: Spec, headers: str) -> None:
+        self.chat = chat
+        self.headers = headers
+        self.newest: list[int] = []
+        self.deep: list[int] = []
+        self.failures = 0
+        self.measuring = False
+        self.rng = random.Random(7)
+
+    async def worker(self, conn: HttpConn) -> None:
+        for i in itertools.count():
+            path = f"/api/messages/{self.chat['chat_id']}?limit=50"
+            is_deep = i % 2 == 1
+            if is_deep:
+                path += f"&before={self.rng.randint(51, self.chat['last_seq'])}"
+            t0 = time.monotonic_ns()
+            status, body = await conn.get(path, self.headers)
+            took = time.monotonic_ns() - t0
+            if status != 200 or len(orjson.loads(body)["items"]) != 50:
+                self.failures += 1
+                if self.failures > 10:
+                    raise RuntimeError(f"history: {status} {body[:300]!r}")
+                continue
+            if self.measuring:
+                (self.deep if is_deep else self.newest).append(took)
+
+
+async def history(spec: Spec) -> Spec:
+    """Pages of 50 over keep-alive HTTP: the newest page and deep pages, per chat size."""
+    url = urlsplit(spec["target"]["http_url"])
+    headers = f"Authorization: Bearer {spec['token']}\r\n"
+    out = {}
+    for chat in spec["chats"]:
+        run = _Pages(chat, headers)
+        conns = [
+            await HttpConn.open(url.hostname or "127.0.0.1", url.port or 80)
+            for _ in range(spec["concurrency"])
+        ]
+        tasks = [asyncio.ensure_future(run.worker(c)) for c in conns]
+        await asyncio.sleep(spec["warmup_s"])
+        run.measuring = True
+        window = Window(spec["target"]["pids"])
+        await asyncio.sleep(spec["duration_s"])
+        run.measuring = False
+        stats = window.close()
+        for task in tasks:
+            if task.done():
+                task.result()  # a worker that gave up: its error, not a figure
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in conns:
+            c.close()
+        pages = len(run.newest) + len(run.deep)
+        out[chat["label"]] = {
+            **stats,
+            "messages_in_chat": chat["last_seq"],
+            "pages": pages,
+            "pages_per_s": round(pages / stats["wall_s"], 1),
+            "server_cpu_us_per_page": round(stats["server_cpu_s"] / pages * 1e6, 1)
+            if pages
+            else None,
+            "all_ms": ms(run.newest + run.deep),
+            "newest_ms": ms(run.newest),
+            "deep_ms": ms(run.deep),
+            "failures": run.failures,
+        }
+    return {"concurrency": spec["concurrency"], "chats": out}
+
+
+async def resume(spec: Spec) -> Spec:
+    """Reconnect with `since` far behind: time from opening the socket to the last replayed
+    event, and a check that the replay is complete and in order."""
+    conn = spec["conn"]
+    chat = conn["chats"][0]
+    last = spec["last_seq"]
+    since = last - spec["behind"]
+    times: list[int] = []
+    bad = 0
+    for _ in range(spec["repeats"]):
+        got: list[int] = []
+        done = asyncio.get_running_loop().create_future()
+
+        def on_event(
+            _peer: Peer, event: Spec, t: int, got: list[int] = got, done: Any = done
+        ) -> None:
+            if event.get("chat_id") == chat and "seq" in event:
+                got.append(event["seq"])
+                if event["seq"] >= last and not done.done():
+                    done.set_result(t)
+
+        t0 = time.monotonic_ns()
+        peer = await connect(
+            spec["target"]["ws_url"], auth_frame(spec, conn, {chat: since}), on_event
+        )
+        t_last = await asyncio.wait_for(done, 60)
+        times.append(t_last - t0)
+        if got != list(range(since + 1, last + 1)):
+            bad += 1
+        peer.close()
+        await peer.closed
+    return {
+        "behind": spec["behind"],
+        "repeats": spec["repeats"],
+        "ms": ms(times),
+        "incomplete": bad,
+    }
+
+
+async def fill(spec: Spec) -> Spec:
+    """Set-up, not a figure: send `count` messages into a chat, 100 outstanding at a time."""
+    conn = spec["conn"]
+    chat = conn["chats"][0]
+    peer = await connect(spec["target"]["ws_url"], auth_frame(spec, conn))
+    gate = asyncio.Semaphore(100)
+    last = 0
+    t0 = time.monotonic()
+
+    async def one(i: int) -> None:
+        nonlocal last
+        async with gate:
+            answer = await peer.request(send_frame(chat, f"backlog {i}", f"b{i}"))
+        if answer.get("type") != "ack":
+            raise RuntimeError(f"fill failed: {answer}")
+        last = max(last, answer["message"]["seq"])
+
+    await asyncio.gather(*(one(i) for i in range(spec["count"])))
+    took = time.monotonic() - t0
+    peer.close()
+    return {"last_seq": last, "messages_per_s": round(spec["count"] / took, 1)}
+
+
+SCENARIOS: dict[str, Callable[[Spec], Awaitable[Spec]]] = {
+    "send": send,
+    "fanout": fanout,
+    "latency": latency,
+    "connections": connections,
+    "history": history,
+    "resume": resume,
+    "fill": fill,
+}
+
+
+async def main(spec: Spec) -> Spec:
+    return await asyncio.wait_for(SCENARIOS[spec["scenario"]](spec), spec.get("timeout_s", 600))
+
+
+if __name__ == "__main__":
+    raise_open_files()
+    spec = orjson.loads(Path(sys.argv[1]).read_bytes())
+    result = uvloop.run(main(spec))
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")

@@ -1,0 +1,480 @@
+"""The orchestrator: starts the servers, sets them up, runs each scenario in a separate
+load-generator process, and collects the figures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench import seed
+from bench.procs import Server, free_port, python
+from bench.profile import Recorder
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_BENCH = "postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    send_clients: int = 200
+    send_s: float = 10.0
+    warmup_s: float = 2.0
+    fanout_members: int = 1000
+    fanout_senders: int = 8
+    fanout_s: float = 10.0
+    latency_rates: tuple[int, ...] = (5, 10, 20, 40)
+    latency_s: float = 5.0
+    connections: int = 20_000
+    connection_users: int = 100
+    hold_s: float = 3.0
+    history: tuple[tuple[str, int], ...] = (("1k", 1_000), ("1M", 1_000_000))
+    history_s: float = 5.0
+    history_concurrency: int = 16
+    resume_behind: int = 10_000
+    resume_repeats: int = 20
+    two_process_members: int = 200
+    two_process_rate: int = 20
+    two_process_s: float = 5.0
+
+
+FULL = Sizes()
+SMOKE = Sizes(
+    send_clients=4,
+    send_s=0.5,
+    warmup_s=0.2,
+    fanout_members=6,
+    fanout_senders=2,
+    fanout_s=0.5,
+    latency_rates=(10,),
+    latency_s=0.5,
+    connections=20,
+    connection_users=2,
+    hold_s=0.1,
+    history=(("small", 120), ("larger", 600)),
+    history_s=0.5,
+    history_concurrency=2,
+    resume_behind=60,
+    resume_repeats=2,
+    two_process_members=4,
+    two_process_rate=10,
+    two_process_s=0.5,
+)
+
+
+@dataclass(slots=True)
+class Plan:
+    sizes: Sizes
+    databases: tuple[str, ...] = ("sqlite", "postgres")
+    scenarios: tuple[str, ...] = (
+        "send",
+        "fanout",
+        "latency",
+        "connections",
+        "history",
+        "resume",
+        "two-process",
+    )
+    profile: Path | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="reverb-bench-")))
+    log: list[str] = field(default_factory=list)
+
+    def say(self, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[bench {stamp}] {line}", file=sys.stderr, flush=True)
+
+
+def loadgen(plan: Plan, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one scenario in its own load-generator process and return its figures."""
+    path = plan.workdir / f"spec-{spec['scenario']}-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(spec))
+    timeout = spec.get("timeout_s", 600) + 30
+    recorder = None
+    if plan.profile is not None and spec["target"]["kind"] == "reverb":
+        plan.profile.mkdir(parents=True, exist_ok=True)
+        name = f"{spec['target']['name']}-{spec['scenario']}.txt"
+        recorder = Recorder(spec["target"]["pids"][0], plan.profile / name)
+    try:
+        done = subprocess.run(
+            [python(), "-m", "bench.loadgen", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    finally:
+        if recorder is not None:
+            recorder.stop()
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed ({spec['scenario']}):\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def target(server: Server, *pids_from: Server) -> dict[str, Any]:
+    pids = [pid for s in (pids_from or (server,)) for pid in s.pids()]
+    return {
+        "kind": "raw" if server.name == "raw" else "reverb",
+        "name": server.name,
+        "ws_url": server.ws_url,
+        "http_url": server.url,
+        "pids": pids,
+    }
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+def start_raw(plan: Plan) -> Server:
+    port = free_port()
+    server = Server(
+        "raw",
+        [python(), "-m", "bench.raw_server", "--port", str(port)],
+        {},
+        port,
+        plan.workdir / "raw.log",
+    )
+    server.wait_ready()
+    return server
+
+
+def reverb_env(database_url: str, media: Path, redis_url: str | None = None) -> dict[str, str]:
+    env = {
+        "DATABASE_URL": database_url,
+        "AUTO_MIGRATE": "true",
+        "JWT_SECRET": secrets.token_urlsafe(48),
+        # Logins are not what is measured: cheap hashes keep setting up a thousand users quick.
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_COST_KIB": "64",
+        "ARGON2_PARALLELISM": "1",
+        "ACCESS_TOKEN_TTL_SECONDS": "86400",
+        # The per-connection limit protects against abusive clients; the load generator is
+        # many clients' worth of traffic on few sockets.
+        "WS_SEND_RATE": "1000000",
+        "WS_SEND_BURST": "1000000",
+        "LOG_LEVEL": "WARNING",
+        "MEDIA_DIR": str(media),
+    }
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+def start_reverb(plan: Plan, name: str, env: dict[str, str]) -> Server:
+    port = free_port()
+    server = Server(
+        name,
+        [python(), "-m", "reverb", "serve", "--port", str(port)],
+        env,
+        port,
+        plan.workdir / f"{name}-{port}.log",
+    )
+    server.wait_ready("/readyz")
+    return server
+
+
+async def _fresh_pg(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def database_url(plan: Plan, kind: str, name: str) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{plan.workdir / (name + '.db')}"
+    asyncio.run(_fresh_pg(name))
+    return PG_BENCH.format(name=name)
+
+
+@contextmanager
+def redis_server(plan: Plan) -> Iterator[str]:
+    """A redis-server of the run's own, stopped by its PID afterwards."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(plan.workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            ping = subprocess.run(
+                ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, check=False
+            )
+            if ping.stdout.strip() == "PONG":
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# --- scenario specs -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class World:
+    """What a Reverb server was set up with."""
+
+    users: seed.Users
+    big_chat: str
+    pairs: list[tuple[int, str]]  # (user index, direct chat) for the send scenario
+
+
+def set_up(plan: Plan, server: Server) -> World:
+    s = plan.sizes
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        count = max(s.fanout_members, s.send_clients, s.connection_users, s.two_process_members)
+        users = seed.register(client, count, f"u{secrets.token_hex(3)}")
+        big = seed.group(client, users.tokens[0], "everyone", users.ids[1 : s.fanout_members])
+        pairs: list[tuple[int, str]] = []
+        for i in range(0, s.send_clients, 2):
+            chat = seed.direct(client, users.tokens[i], users.ids[i + 1])
+            pairs += [(i, chat), (i + 1, chat)]
+    return World(users=users, big_chat=big, pairs=pairs)
+
+
+def conn(world: World | None, index: int, chat: str, **extra: Any) -> dict[str, Any]:
+    token = world.users.tokens[index] if world else "raw"
+    return {"token": token, "chats": [chat], **extra}
+
+
+def run_send(plan: Plan, server: Server, world: World | None) -> dict[str, Any]:
+    s = plan.sizes
+    pairs = world.pairs if world else [(i, f"room{i // 2}") for i in range(s.send_clients)]
+    return loadgen(
+        plan,
+        {
+            "scenario": "send",
+            "target": target(server),
+            "conns": [conn(world, i, chat) for i, chat in pairs],
+            "warmup_s": s.warmup_s,
+            "duration_s": s.send_s,
+        },
+    )
+
+
+def big_chat_conns(plan: Plan, world: World | None, n: int) -> list[dict[str, Any]]:
+    chat = world.big_chat if world else "big"
+    return [conn(world, i, chat) for i in range(n)]
+
+
+def run_fanout(plan: Plan, server: Server, world: World | None) -> dict[str, Any]:
+    s = plan.sizes
+    return loadgen(
+        plan,
+        {
+            "scenario": "fanout",
+            "target": target(server),
+            "conns": big_chat_conns(plan, world, s.fanout_members),
+            "senders": s.fanout_senders,
+            "warmup_s": s.warmup_s,
+            "duration_s": s.fanout_s,
+        },
+    )
+
+
+def run_latency(plan: Plan, server: Server, world: World | None) -> dict[str, Any]:
+    s = plan.sizes
+    conns = big_chat_conns(plan, world, s.fanout_members)
+    for i, c in enumerate(conns):
+        c.update(server=server.ws_url, sender=i == 0)
+    return loadgen(
+        plan,
+        {
+            "scenario": "latency",
+            "target": target(server),
+            "conns": conns,
+            "rates": list(s.latency_rates),
+            "duration_s": s.latency_s,
+        },
+    )
+
+
+def run_connections(plan: Plan, server: Server, world: World | None) -> dict[str, Any]:
+    s = plan.sizes
+    chat = world.big_chat if world else "big"
+    conns = [conn(world, i % s.connection_users, chat) for i in range(s.connections)]
+    return loadgen(
+        plan,
+        {
+            "scenario": "connections",
+            "target": target(server),
+            "conns": conns,
+            "hold_s": s.hold_s,
+            "connect_concurrency": 100,
+        },
+    )
+
+
+def run_history(plan: Plan, server: Server, world: World, db_url: str) -> dict[str, Any]:
+    s = plan.sizes
+    token = world.users.tokens[0]
+    chats = []
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for label, count in s.history:
+            chat = seed.group(client, token, f"history {label}", [])
+            plan.say(f"  writing {count} messages into the {label} chat")
+            seed.bulk_history(db_url, chat, world.users.ids[0], count)
+            chats.append({"label": label, "chat_id": chat, "last_seq": count})
+    return loadgen(
+        plan,
+        {
+            "scenario": "history",
+            "target": target(server),
+            "token": token,
+            "chats": chats,
+            "concurrency": s.history_concurrency,
+            "warmup_s": s.warmup_s,
+            "duration_s": s.history_s,
+        },
+    )
+
+
+def run_resume(plan: Plan, server: Server, world: World) -> dict[str, Any]:
+    s = plan.sizes
+    token = world.users.tokens[0]
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        chat = seed.group(client, token, "resume", [])
+    c = conn(world, 0, chat)
+    fill = loadgen(
+        plan,
+        {"scenario": "fill", "target": target(server), "conn": c, "count": s.resume_behind + 10},
+    )
+    result = loadgen(
+        plan,
+        {
+            "scenario": "resume",
+            "target": target(server),
+            "conn": c,
+            "last_seq": fill["last_seq"],
+            "behind": s.resume_behind,
+            "repeats": s.resume_repeats,
+        },
+    )
+    return {**result, "fill_messages_per_s": fill["messages_per_s"]}
+
+
+def run_two_process(plan: Plan, db_kind: str) -> dict[str, Any]:
+    s = plan.sizes
+    with redis_server(plan) as redis_url:
+        url = database_url(plan, db_kind, "reverb_bench_two")
+        env = reverb_env(url, plan.workdir / "media-two", redis_url)
+        a = start_reverb(plan, "reverb-a", env)
+        b = start_reverb(plan, "reverb-b", env)
+        try:
+            world = set_up(plan, a)
+            conns = big_chat_conns(plan, world, s.two_process_members)
+            for i, c in enumerate(conns):
+                c.update(server=(a if i % 2 == 0 else b).ws_url, sender=i == 0)
+            result = loadgen(
+                plan,
+                {
+                    "scenario": "latency",
+                    "target": target(a, a, b),
+                    "conns": conns,
+                    "rates": [s.two_process_rate],
+                    "duration_s": s.two_process_s,
+                },
+            )
+        finally:
+            a.stop()
+            b.stop()
+    level = result["levels"][0]
+    same = level["by_server"].get(a.ws_url, {}).get("p50")
+    other = level["by_server"].get(b.ws_url, {}).get("p50")
+    extra = round(other - same, 3) if same is not None and other is not None else None
+    return {
+        **result,
+        "database": db_kind,
+        "same_process_p50_ms": same,
+        "other_process_p50_ms": other,
+        "extra_p50_ms": extra,
+    }
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def run(plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {"sizes": asdict(plan.sizes)}
+    wanted = set(plan.scenarios)
+    raw_scenarios = [n for n in ("send", "fanout", "latency", "connections") if n in wanted]
+    if raw_scenarios:
+        plan.say("raw reference server")
+        raw = start_raw(plan)
+        try:
+            out["raw"] = {}
+            for name in raw_scenarios:
+                plan.say(f"  raw: {name}")
+                out["raw"][name] = RAW_RUNNERS[name](plan, raw, None)
+        finally:
+            raw.stop()
+    for db_kind in plan.databases:
+        key = f"reverb-{db_kind}"
+        plan.say(f"Reverb on {db_kind}")
+        url = database_url(plan, db_kind, "reverb_bench")
+        server = start_reverb(plan, key, reverb_env(url, plan.workdir / f"media-{db_kind}"))
+        try:
+            world = set_up(plan, server)
+            out[key] = {}
+            # Fan-out, latency and connections cost the same on either database (a send is one
+            # commit whatever the chat's size): they run on the first database only.
+            per_db = ["send", "history", "resume"]
+            if db_kind == plan.databases[0]:
+                per_db += ["fanout", "latency", "connections"]
+            for scenario in [n for n in plan.scenarios if n in per_db]:
+                plan.say(f"  {key}: {scenario}")
+                if scenario == "history":
+                    out[key][scenario] = run_history(plan, server, world, url)
+                elif scenario == "resume":
+                    out[key][scenario] = run_resume(plan, server, world)
+                else:
+                    out[key][scenario] = RAW_RUNNERS[scenario](plan, server, world)
+        finally:
+            server.stop()
+    if "two-process" in wanted:
+        db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
+        plan.say(f"two Reverb processes with Redis on {db_kind}")
+        out["two-process"] = run_two_process(plan, db_kind)
+    shutil.rmtree(plan.workdir, ignore_errors=True)
+    return out
+
+
+RAW_RUNNERS = {
+    "send": run_send,
+    "fanout": run_fanout,
+    "latency": run_latency,
+    "connections": run_connections,
+}

@@ -1,0 +1,93 @@
+"""The benchmark harness at smoke sizes: every scenario against real server processes (the raw
+reference and Reverb, with Redis for two processes), so the harness keeps working. The figures
+themselves are not checked: benchmarks are not tests. What is checked is that each scenario
+did its work completely (every message acknowledged and delivered, every replay complete)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+Smoke = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def smoke(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Smoke:
+    out = tmp_path_factory.mktemp("bench")
+    db = request.config.getoption("--db")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--db",
+            db,
+            "--out",
+            str(out),
+            "--report",
+            str(out / "report.md"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    [json_file] = out.glob("*.json")
+    doc: Smoke = json.loads(json_file.read_text())
+    doc["report"] = (out / "report.md").read_text()
+    doc["plot"] = out / "report-latency.png"
+    doc["db"] = db
+    return doc
+
+
+def test_send_acknowledges_and_delivers(smoke: dict) -> None:  # type: ignore[type-arg]
+    for key in ("raw", f"reverb-{smoke['db']}"):
+        send = smoke["results"][key]["send"]
+        assert send["messages"] > 0 and send["errors"] == 0
+        # In a direct chat both members get each message.
+        assert send["deliveries"] >= send["messages"]
+        assert send["server_cpu_s"] >= 0
+
+
+def test_fanout_and_latency_reach_every_member(smoke: dict) -> None:  # type: ignore[type-arg]
+    for key in ("raw", f"reverb-{smoke['db']}"):
+        results = smoke["results"][key]
+        assert results["fanout"]["deliveries"] > 0
+        assert results["fanout"]["closed_during_run"] == 0
+        for level in results["latency"]["levels"]:
+            assert level["received"] == level["expected"] > 0
+
+
+def test_connections_are_held(smoke: dict) -> None:  # type: ignore[type-arg]
+    for key in ("raw", f"reverb-{smoke['db']}"):
+        c = smoke["results"][key]["connections"]
+        assert c["held"] == c["answered_ping"] == c["requested"]
+
+
+def test_history_and_resume_are_complete(smoke: dict) -> None:  # type: ignore[type-arg]
+    ours = smoke["results"][f"reverb-{smoke['db']}"]
+    for chat in ours["history"]["chats"].values():
+        assert chat["pages"] > 0 and chat["failures"] == 0
+    assert ours["resume"]["incomplete"] == 0
+    assert ours["resume"]["ms"]["max"] is not None
+
+
+def test_two_processes_deliver_across(smoke: dict) -> None:  # type: ignore[type-arg]
+    two = smoke["results"]["two-process"]
+    level = two["levels"][0]
+    assert level["received"] == level["expected"] > 0
+    assert two["same_process_p50_ms"] is not None and two["other_process_p50_ms"] is not None
+
+
+def test_report_and_plot_are_written(smoke: dict) -> None:  # type: ignore[type-arg]
+    assert "| send (" in smoke["report"] and "bench:end" in smoke["report"]
+    assert smoke["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
