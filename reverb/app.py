@@ -92,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await services.messages.close()  # its last sends still publish: bus and db stay up
             await presence.stop()
             await hub.stop()
             if services.redis is not None:

@@ -29,6 +29,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from reverb.realtime.wsserver import ReverbWebSocketProtocol
+
     overrides: dict[str, object] = {}
     if args.host is not None:
         overrides["host"] = args.host
@@ -58,7 +60,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         # The API contract: frames over 64 KiB close with 1009; pings every 25 s.
+        ws=ReverbWebSocketProtocol,
         ws_max_size=64 * 1024,
+        ws_per_message_deflate=settings.ws_compression,
         ws_ping_interval=settings.ws_ping_interval_seconds,
         ws_ping_timeout=settings.ws_ping_timeout_seconds,
     )

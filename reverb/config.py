@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     ws_queue_size: int = Field(default=1000, ge=1)
     ws_send_rate: float = Field(default=20.0, gt=0)
     ws_send_burst: int = Field(default=40, ge=1)
+    # permessage-deflate. Off by default: chat frames are small, and each compressing socket
+    # keeps its own zlib state (tens of KiB) and compresses every event once per connection,
+    # where uncompressed the same frame bytes go to every member.
+    ws_compression: bool = False
     # How long a crashed process's users stay "online" at most (shared presence, with Redis).
     presence_ttl_seconds: float = Field(default=60.0, ge=3)
 

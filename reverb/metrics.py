@@ -33,6 +33,15 @@ EVENTS_DELIVERED = Counter(
     "reverb_events_delivered_total", "Events written to WebSocket connections."
 )
 MESSAGES_STORED = Counter("reverb_messages_stored_total", "Messages stored (REST and WebSocket).")
+SEND_BATCH_SIZE = Histogram(
+    "reverb_send_batch_size",
+    "Sends committed together in one transaction (group commit), per batch.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)
+SEND_BATCH_FALLBACKS = Counter(
+    "reverb_send_batch_fallbacks_total",
+    "Send batches whose transaction failed as a whole and were retried one send at a time.",
+)
 GAP_FILLS = Counter(
     "reverb_gap_fills_total", "Times missing events were re-read from the event log.", ["where"]
 )

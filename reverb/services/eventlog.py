@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -55,28 +55,21 @@ class EventLog:
         left: tuple[str, ...] = (),
     ) -> None:
         """Store an event whose seq the caller took with `chats.next_seq`; publish on commit."""
-        data = encode(event)
-        await event_store.append(
-            tx.conn,
-            chat_id=event.chat_id,
-            seq=event.seq,
-            type=event.type,
-            data=data,
-            user_id=concerns,
-            now=now,
-        )
-        self.publish_after_commit(
-            tx,
-            Envelope(
-                type=event.type,
-                data=data,
-                chat_id=event.chat_id,
-                seq=event.seq,
-                user_ids=(concerns,) if concerns else (),
-                joined=joined,
-                left=left,
-            ),
-        )
+        row, envelope = _entry(event, now, concerns, joined, left)
+        await event_store.append_many(tx.conn, [row])
+        self.publish_after_commit(tx, envelope)
+
+    async def record_many(self, tx: Tx, events: Sequence[LoggedEvent], *, now: datetime) -> None:
+        """`record` for many events (no membership changes among them) in one statement.
+
+        They are published after commit in the order given, which must be seq order within
+        each chat, as single appends publish them: an event published ahead of its predecessor
+        is held back by the hub until the predecessor arrives or is read from the log.
+        """
+        entries = [_entry(event, now) for event in events]
+        await event_store.append_many(tx.conn, [row for row, _ in entries])
+        for _, envelope in entries:
+            self.publish_after_commit(tx, envelope)
 
     def publish_after_commit(self, tx: Tx, envelope: Envelope) -> None:
         async def publish() -> None:
@@ -99,3 +92,32 @@ class EventLog:
             type=event_type, data=encode(event), chat_id=chat_id, user_ids=users, opens=opens
         )
         self.publish_after_commit(tx, envelope)
+
+
+def _entry(
+    event: LoggedEvent,
+    now: datetime,
+    concerns: str | None = None,
+    joined: tuple[str, ...] = (),
+    left: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], Envelope]:
+    """The event's `chat_events` row and the envelope it is published in: one encoding for both."""
+    data = encode(event)
+    row = {
+        "chat_id": event.chat_id,
+        "seq": event.seq,
+        "type": event.type,
+        "data": data,
+        "user_id": concerns,
+        "created_at": now,
+    }
+    envelope = Envelope(
+        type=event.type,
+        data=data,
+        chat_id=event.chat_id,
+        seq=event.seq,
+        user_ids=(concerns,) if concerns else (),
+        joined=joined,
+        left=left,
+    )
+    return row, envelope

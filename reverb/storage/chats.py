@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from reverb.storage.keys import any_key
 from reverb.storage.tables import chat_members, chats, messages
 
 
@@ -72,6 +73,20 @@ async def lock(conn: AsyncConnection, chat_id: str) -> ChatRow | None:
     return _chat(row) if row else None
 
 
+async def lock_many(conn: AsyncConnection, chat_ids: Sequence[str]) -> set[str]:
+    """`lock` for several chats at once, taken in id order so that two writers locking
+    overlapping sets queue instead of deadlocking; the ids that exist."""
+    if not chat_ids:
+        return set()
+    stmt = (
+        select(chats.c.id)
+        .where(chats.c.id.in_(set(chat_ids)))
+        .order_by(chats.c.id)
+        .with_for_update()
+    )
+    return set((await conn.execute(stmt)).scalars())
+
+
 async def find_direct(conn: AsyncConnection, direct_key: str) -> ChatRow | None:
     row = (await conn.execute(select(*_CHAT).where(chats.c.direct_key == direct_key))).first()
     return _chat(row) if row else None
@@ -92,6 +107,24 @@ async def next_seq(conn: AsyncConnection, chat_id: str, now: datetime) -> int:
     return int(result.scalar_one())
 
 
+async def take_seqs(
+    conn: AsyncConnection, chat_id: str, count: int, *, last_message_id: str, now: datetime
+) -> int:
+    """`next_seq` for `count` new messages at once, the last of which becomes the chat's last
+    message; returns the last seq taken (the first is that minus `count` plus one)."""
+    result = await conn.execute(
+        update(chats)
+        .where(chats.c.id == chat_id)
+        .values(
+            last_seq=chats.c.last_seq + count,
+            last_activity_at=now,
+            last_message_id=last_message_id,
+        )
+        .returning(chats.c.last_seq)
+    )
+    return int(result.scalar_one())
+
+
 async def get_member(conn: AsyncConnection, chat_id: str, user_id: str) -> MemberRow | None:
     row = (
         await conn.execute(
@@ -101,6 +134,18 @@ async def get_member(conn: AsyncConnection, chat_id: str, user_id: str) -> Membe
         )
     ).first()
     return _member(row) if row else None
+
+
+async def member_pairs(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which of these (chat id, user id) pairs are memberships."""
+    cm = chat_members.c
+    found: set[tuple[str, str]] = set()
+    for condition in any_key((cm.chat_id, cm.user_id), pairs):
+        rows = await conn.execute(select(cm.chat_id, cm.user_id).where(condition))
+        found.update((chat_id, user_id) for chat_id, user_id in rows)
+    return found
 
 
 async def members(conn: AsyncConnection, chat_id: str) -> list[MemberRow]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -11,26 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from reverb.storage.tables import chat_events
 
 
-async def append(
-    conn: AsyncConnection,
-    *,
-    chat_id: str,
-    seq: int,
-    type: str,
-    data: str,
-    user_id: str | None,
-    now: datetime,
-) -> None:
-    await conn.execute(
-        insert(chat_events).values(
-            chat_id=chat_id,
-            seq=seq,
-            type=type,
-            data=data,
-            user_id=user_id,
-            created_at=now,
-        )
-    )
+async def append_many(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Store events: one statement executed for every row (executemany); each row has the
+    columns of `chat_events`."""
+    if rows:
+        await conn.execute(insert(chat_events), list(rows))
 
 
 @dataclass(frozen=True, slots=True)

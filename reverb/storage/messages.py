@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import case, delete, func, insert, literal_column, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from reverb.storage.keys import any_key
 from reverb.storage.tables import chat_members, messages, reactions
 
 
@@ -46,6 +47,12 @@ async def insert_message(conn: AsyncConnection, **values: Any) -> None:
     await conn.execute(insert(messages).values(**values))
 
 
+async def insert_messages(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """One statement executed for every row (executemany)."""
+    if rows:
+        await conn.execute(insert(messages), list(rows))
+
+
 async def get(conn: AsyncConnection, message_id: str) -> MessageRow | None:
     row = (await conn.execute(select(*_MESSAGE).where(messages.c.id == message_id))).first()
     return _message(row) if row else None
@@ -70,6 +77,22 @@ async def by_client_id(
         )
     ).first()
     return _message(row) if row else None
+
+
+ClientKey = tuple[str, str, str]  # (chat id, sender id, client id)
+
+
+async def by_client_ids(
+    conn: AsyncConnection, keys: Sequence[ClientKey]
+) -> dict[ClientKey, MessageRow]:
+    """`by_client_id` for many keys at once (one query for up to `keys.MAX_TERMS` of them)."""
+    m = messages.c
+    found: dict[ClientKey, MessageRow] = {}
+    for condition in any_key((m.chat_id, m.sender_id, m.client_id), keys):
+        for row in map(_message, await conn.execute(select(*_MESSAGE).where(condition))):
+            assert row.client_id is not None
+            found[(row.chat_id, row.sender_id, row.client_id)] = row
+    return found
 
 
 async def page(

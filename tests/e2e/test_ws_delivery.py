@@ -88,6 +88,30 @@ def test_ordering_one_process(tmp_path: Path, database_url: str) -> None:
         asyncio.run(_ordering(urls))
 
 
+async def _negotiated_extensions(url: str) -> str | None:
+    async with api(url) as http:
+        user = await register(http)
+    client = await WsClient.ready(url, user["access_token"])  # offers permessage-deflate
+    assert client.conn.response is not None
+    extensions = client.conn.response.headers.get("Sec-WebSocket-Extensions")
+    await client.close()
+    return extensions
+
+
+def test_events_are_written_uncompressed_by_default(tmp_path: Path, database_url: str) -> None:
+    # Uncompressed, one frame per event goes to every member (the direct frame writer).
+    with servers(tmp_path, database_url, 1, **FAST) as urls:
+        assert asyncio.run(_negotiated_extensions(urls[0])) is None
+        asyncio.run(_ordering(urls))
+
+
+def test_ordering_with_compression(tmp_path: Path, database_url: str) -> None:
+    # With permessage-deflate each connection's frames go the ASGI way: same guarantees.
+    with servers(tmp_path, database_url, 1, ws_compression="true", **FAST) as urls:
+        assert "permessage-deflate" in (asyncio.run(_negotiated_extensions(urls[0])) or "")
+        asyncio.run(_ordering(urls))
+
+
 def test_ordering_two_processes_with_redis(tmp_path: Path, database_url: str) -> None:
     with servers(tmp_path, database_url, 2, **FAST) as urls:
         asyncio.run(_ordering(urls))
