@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,8 +10,9 @@ from typing import Any
 
 from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 
-from reverb.storage.keys import any_key
+from reverb.storage.keys import key_params, key_table
 from reverb.storage.tables import chat_members, chats, messages
 
 
@@ -140,12 +142,23 @@ async def member_pairs(
     conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
 ) -> set[tuple[str, str]]:
     """Which of these (chat id, user id) pairs are memberships."""
+    if not pairs:
+        return set()
+    dialect = conn.dialect.name
+    rows = await conn.execute(_member_pairs(dialect), key_params(dialect, pairs, 2))
+    return {(chat_id, user_id) for chat_id, user_id in rows}
+
+
+@functools.cache
+def _member_pairs(dialect: str) -> Select[str, str]:
     cm = chat_members.c
-    found: set[tuple[str, str]] = set()
-    for condition in any_key((cm.chat_id, cm.user_id), pairs):
-        rows = await conn.execute(select(cm.chat_id, cm.user_id).where(condition))
-        found.update((chat_id, user_id) for chat_id, user_id in rows)
-    return found
+    keys, columns = key_table(dialect, 2)
+    chat_id, user_id = columns
+    return (
+        select(cm.chat_id, cm.user_id)
+        .select_from(keys)
+        .join(chat_members, and_(cm.chat_id == chat_id, cm.user_id == user_id))
+    )
 
 
 async def members(conn: AsyncConnection, chat_id: str) -> list[MemberRow]:

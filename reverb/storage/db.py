@@ -60,7 +60,13 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        driver = conn.connection.driver_connection
+        if isinstance(driver, sqlite_inline.InlineConnection):
+            # Straight to SQLite: through SQLAlchemy's statement machinery a BEGIN cost about
+            # as much as the query it starts.
+            driver.begin(mode)
+        else:
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def _lower(value: object) -> object:
@@ -73,7 +79,14 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
-            kwargs = {"async_creator": sqlite_inline.creator(make_url(url).database or "")}
+            # Every request holding a read snapshot holds a connection; one beyond the pool was
+            # opened (PRAGMAs, functions) and closed again per request, which cost more than
+            # the request. SQLite connections are cheap to keep: keep plenty.
+            kwargs = {
+                "async_creator": sqlite_inline.creator(make_url(url).database or ""),
+                "pool_size": pool_size * 4,
+                "max_overflow": pool_size * 4,
+            }
         else:
             kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
         self.engine = create_async_engine(url, **kwargs)

@@ -1,29 +1,36 @@
-"""Finding rows by many composite keys at once, from an index on both databases."""
+"""Finding rows by many composite keys at once, from an index on both databases.
+
+The keys travel as parameters of one statement whose text never changes (a JSON array read by
+`json_each` on SQLite, one array per column `unnest`ed on PostgreSQL), so SQLAlchemy compiles
+it once. An OR of equalities was compiled again for every batch, and compiling it cost more
+than running it; a tuple IN makes SQLite scan the whole table.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import ARRAY, ColumnElement, FromClause, Text, bindparam, cast, func
 
-# SQLite parses an OR of n terms as an expression n levels deep and refuses more than 1000.
-MAX_TERMS = 250
+KeyTable = tuple[FromClause, list[ColumnElement[Any]]]
 
 
-def any_key(
-    columns: Sequence[ColumnElement[Any]], keys: Iterable[tuple[str, ...]]
-) -> list[ColumnElement[bool]]:
-    """Conditions, one per query to run, that together match the rows whose `columns` equal
-    one of `keys`. An OR of equalities rather than a tuple IN: SQLite answers a tuple IN by
-    scanning the whole table, this one with an index lookup per key (as PostgreSQL does)."""
+def key_table(dialect: str, width: int) -> KeyTable:
+    """A table of the keys to look up (one row per key, `width` columns), and its columns.
+    Join it to the table searched, matching each column."""
+    if dialect == "sqlite":
+        rows = func.json_each(bindparam("keys", type_=Text)).table_valued("value").alias("k")
+        return rows, [func.json_extract(rows.c.value, f"$[{i}]") for i in range(width)]
+    names = [f"k{i}" for i in range(width)]
+    arrays = [cast(bindparam(name), ARRAY(Text)) for name in names]
+    rows = func.unnest(*arrays).table_valued(*names).render_derived(name="k")
+    return rows, [rows.c[name] for name in names]
+
+
+def key_params(dialect: str, keys: Sequence[tuple[str, ...]], width: int) -> dict[str, Any]:
     unique = sorted(set(keys))
-    return [
-        or_(
-            *(
-                and_(*(column == value for column, value in zip(columns, key, strict=True)))
-                for key in unique[start : start + MAX_TERMS]
-            )
-        )
-        for start in range(0, len(unique), MAX_TERMS)
-    ]
+    if dialect == "sqlite":
+        return {"keys": json.dumps(unique)}
+    return {f"k{i}": [key[i] for key in unique] for i in range(width)}

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, literal_column, select, text, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 
-from reverb.storage.keys import any_key
+from reverb.storage.keys import key_params, key_table
 from reverb.storage.tables import chat_members, messages, reactions
 
 
@@ -37,10 +50,13 @@ class ReactionCount:
 
 
 _MESSAGE = [c for c in messages.c if c.name != "pk"]
+# Rows are built by position (a history page builds thousands): the columns must stay in the
+# dataclass's order.
+assert [c.name for c in _MESSAGE] == list(MessageRow.__dataclass_fields__)
 
 
 def _message(row: Any) -> MessageRow:
-    return MessageRow(**{c.name: row._mapping[c.name] for c in _MESSAGE})
+    return MessageRow(*row)
 
 
 async def insert_message(conn: AsyncConnection, **values: Any) -> None:
@@ -58,10 +74,13 @@ async def get(conn: AsyncConnection, message_id: str) -> MessageRow | None:
     return _message(row) if row else None
 
 
+_GET_MANY = select(*_MESSAGE).where(messages.c.id.in_(bindparam("ids", expanding=True)))
+
+
 async def get_many(conn: AsyncConnection, message_ids: Sequence[str]) -> dict[str, MessageRow]:
     if not message_ids:
         return {}
-    rows = await conn.execute(select(*_MESSAGE).where(messages.c.id.in_(set(message_ids))))
+    rows = await conn.execute(_GET_MANY, {"ids": list(set(message_ids))})
     return {m.id: m for m in map(_message, rows)}
 
 
@@ -85,14 +104,32 @@ ClientKey = tuple[str, str, str]  # (chat id, sender id, client id)
 async def by_client_ids(
     conn: AsyncConnection, keys: Sequence[ClientKey]
 ) -> dict[ClientKey, MessageRow]:
-    """`by_client_id` for many keys at once (one query for up to `keys.MAX_TERMS` of them)."""
-    m = messages.c
+    """`by_client_id` for many keys at once, in one query."""
+    if not keys:
+        return {}
+    dialect = conn.dialect.name
     found: dict[ClientKey, MessageRow] = {}
-    for condition in any_key((m.chat_id, m.sender_id, m.client_id), keys):
-        for row in map(_message, await conn.execute(select(*_MESSAGE).where(condition))):
-            assert row.client_id is not None
-            found[(row.chat_id, row.sender_id, row.client_id)] = row
+    for row in map(
+        _message, await conn.execute(_by_client_ids(dialect), key_params(dialect, keys, 3))
+    ):
+        assert row.client_id is not None
+        found[(row.chat_id, row.sender_id, row.client_id)] = row
     return found
+
+
+@functools.cache
+def _by_client_ids(dialect: str) -> Select[Any]:
+    m = messages.c
+    keys, columns = key_table(dialect, 3)
+    chat_id, sender_id, client_id = columns
+    return (
+        select(*_MESSAGE)
+        .select_from(keys)
+        .join(
+            messages,
+            and_(m.chat_id == chat_id, m.sender_id == sender_id, m.client_id == client_id),
+        )
+    )
 
 
 async def page(
@@ -156,6 +193,21 @@ async def clear_reactions(conn: AsyncConnection, message_id: str) -> None:
     await conn.execute(delete(reactions).where(reactions.c.message_id == message_id))
 
 
+# Built once (see media.for_messages): every history page runs it.
+_REACTION_COUNTS = (
+    select(
+        reactions.c.message_id,
+        reactions.c.emoji,
+        func.count(),
+        func.max(case((reactions.c.user_id == bindparam("viewer_id"), 1), else_=0)),
+        func.min(reactions.c.created_at),
+    )
+    .where(reactions.c.message_id.in_(bindparam("message_ids", expanding=True)))
+    .group_by(reactions.c.message_id, reactions.c.emoji)
+    .order_by(reactions.c.message_id, func.min(reactions.c.created_at), reactions.c.emoji)
+)
+
+
 async def reaction_counts(
     conn: AsyncConnection, message_ids: Sequence[str], viewer_id: str | None
 ) -> dict[str, list[ReactionCount]]:
@@ -163,16 +215,9 @@ async def reaction_counts(
     in the order the emoji first appeared. One query for the whole page."""
     if not message_ids:
         return {}
-    r = reactions.c
-    mine = func.max(case((r.user_id == (viewer_id or ""), 1), else_=0))
-    stmt = (
-        select(r.message_id, r.emoji, func.count(), mine, func.min(r.created_at))
-        .where(r.message_id.in_(set(message_ids)))
-        .group_by(r.message_id, r.emoji)
-        .order_by(r.message_id, func.min(r.created_at), r.emoji)
-    )
+    params = {"message_ids": list(set(message_ids)), "viewer_id": viewer_id or ""}
     out: dict[str, list[ReactionCount]] = defaultdict(list)
-    for message_id, emoji, count, me, _ in await conn.execute(stmt):
+    for message_id, emoji, count, me, _ in await conn.execute(_REACTION_COUNTS, params):
         out[message_id].append(ReactionCount(emoji=emoji, count=int(count), me=bool(me)))
     return out
 

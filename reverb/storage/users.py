@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, func, insert, or_, select, update
+from sqlalchemy import RowMapping, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reverb.domain.users import User
@@ -30,10 +30,14 @@ async def get(conn: AsyncConnection, user_id: str, *, lock: bool = False) -> Use
     return _user(row._mapping) if row else None
 
 
+# Built once: every history page runs it.
+_GET_MANY = select(*_USER_COLUMNS).where(users.c.id.in_(bindparam("ids", expanding=True)))
+
+
 async def get_many(conn: AsyncConnection, user_ids: Sequence[str]) -> dict[str, User]:
     if not user_ids:
         return {}
-    rows = await conn.execute(select(*_USER_COLUMNS).where(users.c.id.in_(set(user_ids))))
+    rows = await conn.execute(_GET_MANY, {"ids": list(set(user_ids))})
     return {u.id: u for u in (_user(r._mapping) for r in rows)}
 
 

@@ -61,7 +61,7 @@ async def search_messages(
     )
 
 
-@router.get("/{chat_id}", responses=responses(401, 404, 422))
+@router.get("/{chat_id}", response_model=MessagePage, responses=responses(401, 404, 422))
 async def history(
     chat_id: str,
     user: CurrentUser,
@@ -69,14 +69,16 @@ async def history(
     before: Annotated[Seq | None, Query()] = None,
     after: Annotated[Seq | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> MessagePage:
+) -> Response:
     """Ascending by seq. No cursor: the newest page. `before=SEQ`: the page before it
     (scroll-back; `has_more` says older ones exist). `after=SEQ`: the page after it (catch-up;
     `has_more` says newer ones exist)."""
     items, more = await services.messages.history(
         me=user, chat_id=chat_id, before=before, after=after, limit=limit
     )
-    return MessagePage(items=items, has_more=more)
+    # Serialised here: the items are views already, and FastAPI would validate them all again.
+    page = MessagePage(items=items, has_more=more)
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.patch("/{message_id}", responses=responses(401, 403, 404, 409, 422))
