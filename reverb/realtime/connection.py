@@ -28,6 +28,7 @@ REPLAY_PAGE = 500
 SendText = Callable[[str], Awaitable[None]]
 # Writes a text frame to the socket at once, or returns False when it cannot (then SendText).
 WriteNow = Callable[[str], bool]
+WriteManyNow = Callable[[list[str]], bool]
 Close = Callable[[int, str], Awaitable[None]]
 # (chat_id, after, before) -> the logged events in between, oldest first
 ReadLog = Callable[[str, int, int | None], Awaitable[list[Envelope]]]
@@ -60,7 +61,7 @@ class Connection:
         read_log: ReadLog,
         max_queue: int,
         on_left: Callable[[Connection, str], None],
-        write_now: WriteNow | None = None,
+        writers: tuple[WriteNow | None, WriteManyNow | None] = (None, None),
     ) -> None:
         self.user_id = user_id
         self.positions: dict[str, int] = {}  # chat -> last seq sent (or to start after)
@@ -71,7 +72,7 @@ class Connection:
         self._on_left = on_left
         self._queue: deque[Item] = deque()
         self._wakeup = asyncio.Event()
-        self._write_now = write_now
+        self._write_now, self._write_many = writers
         # True while the writer waits with nothing queued: only then may a producer write an
         # event itself, since nothing can be ahead of it.
         self._idle = False
@@ -204,7 +205,24 @@ class Connection:
     async def _catch_up(self, chat_id: str) -> None:
         while (last := self.positions.get(chat_id)) is not None:
             page = await self._read_log(chat_id, last, None)
-            for env in page:
-                await self._send_logged(env)
+            if not self._replay_at_once(chat_id, page):
+                for env in page:
+                    await self._send_logged(env)
             if len(page) < REPLAY_PAGE:
                 return
+
+    def _replay_at_once(self, chat_id: str, page: list[Envelope]) -> bool:
+        """A page of replay in one socket write (a resume far behind is thousands of events),
+        when the server offers that and the page is plain: contiguous, and not this member's
+        own removal (after which nothing more of the chat is sent)."""
+        last = self.positions.get(chat_id)
+        if self._write_many is None or last is None or not page:
+            return False
+        for expected, env in enumerate(page, start=last + 1):
+            if env.seq != expected or (env.type == "member.removed" and self.user_id in env.left):
+                return False
+        if not self._write_many([env.data for env in page]):
+            return False
+        EVENTS_DELIVERED.inc(len(page))
+        self.positions[chat_id] = last + len(page)
+        return True

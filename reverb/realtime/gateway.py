@@ -24,7 +24,7 @@ from reverb.domain.wire import MeView
 from reverb.errors import ErrorCode, ReverbError
 from reverb.metrics import WS_CLOSES, WS_CONNECTIONS
 from reverb.realtime import wsserver
-from reverb.realtime.connection import CatchUp, Connection, Raw, WriteNow
+from reverb.realtime.connection import CatchUp, Connection, Raw, WriteManyNow, WriteNow
 from reverb.realtime.hub import Hub
 from reverb.realtime.protocol import (
     CLOSE_AUTH_TIMEOUT,
@@ -81,10 +81,10 @@ def _error(code: str, detail: str, ref: str | int | None = None) -> str:
     return _frame("error", ref, code=code, detail=detail)
 
 
-def _frame_writer(ws: WebSocket) -> WriteNow | None:
-    """The server's direct frame writer, when it offers one (see reverb.realtime.wsserver)."""
+def _frame_writers(ws: WebSocket) -> tuple[WriteNow | None, WriteManyNow | None]:
+    """The server's direct frame writers, when it offers them (see reverb.realtime.wsserver)."""
     offered = ws.scope.get("extensions", {}).get(wsserver.SCOPE_KEY)
-    return offered["write"] if offered else None
+    return (offered["write"], offered["write_many"]) if offered else (None, None)
 
 
 @router.websocket("/ws")
@@ -177,7 +177,7 @@ class Session:
             read_log=rt.chats.log_between,
             max_queue=rt.settings.ws_queue_size,
             on_left=rt.hub.detach,
-            write_now=_frame_writer(self.ws),
+            writers=_frame_writers(self.ws),
         )
         # `ready` is the first frame; the writer starts only once the connection follows its
         # chats, so every event committed after a client sees `ready` reaches it.

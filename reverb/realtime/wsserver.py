@@ -47,18 +47,34 @@ FRAMES = FrameCache()
 class ReverbWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
-        self.scope["extensions"][SCOPE_KEY] = {"write": self.write_text_frame}
+        self.scope["extensions"][SCOPE_KEY] = {
+            "write": self.write_text_frame,
+            "write_many": self.write_text_frames,
+        }
 
-    def write_text_frame(self, text: str) -> bool:
-        """Write `text` as one frame now, or return False to have it sent the ASGI way."""
-        if (
+    def _can_write(self) -> bool:
+        return not (
             not self.handshake_complete
             or self.close_sent
             or self.conn.state is not State.OPEN
             or self.conn.extensions
             or not self.writable.is_set()
             or self.transport.is_closing()
-        ):
+        )
+
+    def write_text_frame(self, text: str) -> bool:
+        """Write `text` as one frame now, or return False to have it sent the ASGI way."""
+        if not self._can_write():
             return False
         self.transport.write(FRAMES.frame(text))
+        return True
+
+    def write_text_frames(self, texts: list[str]) -> bool:
+        """Write each text as a frame, all in one write (a replay: texts no other connection
+        shares, so not cached), or return False."""
+        if not self._can_write():
+            return False
+        self.transport.write(
+            b"".join(Frame(Opcode.TEXT, t.encode()).serialize(mask=False) for t in texts)
+        )
         return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from sqlalchemy.exc import IntegrityError
 
@@ -161,7 +161,7 @@ class MessageService:
             edited_at=None,
             deleted=False,
         )
-        await message_store.insert_message(tx.conn, **asdict(row))
+        await message_store.insert_message(tx.conn, **message_store.values_of(row))
         await chat_store.update_chat(tx.conn, chat_id, last_message_id=message_id)
         files: list[MediaRow] = []
         if request.attachments:

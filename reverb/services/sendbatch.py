@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -231,7 +231,7 @@ async def _insert(tx: Tx, event_log: EventLog, sends: Sequence[SendRequest]) -> 
         )
         for r, message_id, seq in zip(sends, message_ids, seqs, strict=True)
     ]
-    await message_store.insert_messages(tx.conn, [asdict(row) for row in rows])
+    await message_store.insert_messages(tx.conn, [message_store.values_of(row) for row in rows])
     created = [views.message_view(row, r.me) for row, r in zip(rows, sends, strict=True)]
     await event_log.record_many(
         tx, [MessageCreated(chat_id=v.chat_id, seq=v.seq, message=v) for v in created], now=now

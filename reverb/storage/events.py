@@ -40,7 +40,8 @@ async def after(
     )
     if before is not None:
         stmt = stmt.where(e.seq < before)
-    return [LoggedRow(int(r.seq), r.type, r.user_id, r.data) for r in await conn.execute(stmt)]
+    # Positional: a resume builds thousands of these.
+    return [LoggedRow(*r) for r in await conn.execute(stmt)]
 
 
 async def last_removal(conn: AsyncConnection, chat_id: str, user_id: str) -> LoggedRow | None:

@@ -59,6 +59,15 @@ def _message(row: Any) -> MessageRow:
     return MessageRow(*row)
 
 
+def values_of(row: MessageRow) -> dict[str, Any]:
+    """The row's column values; unlike `dataclasses.asdict`, without deep-copying each one
+    (which was a tenth of a send's cost)."""
+    return {name: getattr(row, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(MessageRow.__dataclass_fields__)
+
+
 async def insert_message(conn: AsyncConnection, **values: Any) -> None:
     await conn.execute(insert(messages).values(**values))
 
