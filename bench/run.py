@@ -335,6 +335,10 @@ def run_connections(plan: Plan, server: Server, world: World | None) -> dict[str
     shares = [conns[i :: s.connection_processes] for i in range(s.connection_processes)]
     tgt = target(server)
     before = server.usage()
+    recorder = None
+    if plan.profile is not None and tgt["kind"] == "reverb":
+        plan.profile.mkdir(parents=True, exist_ok=True)
+        recorder = Recorder(tgt["pids"][0], plan.profile / f"{tgt['name']}-connections.txt")
     t0 = time.monotonic()
     procs = []
     for i, share in enumerate(shares):
@@ -376,6 +380,8 @@ def run_connections(plan: Plan, server: Server, world: World | None) -> dict[str
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        if recorder is not None:
+            recorder.stop()
     n = len(conns)
     return {
         "requested": n,

@@ -10,6 +10,7 @@ connection gets every logged event of its chats once, in order, whatever the bus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -71,12 +72,43 @@ class Connection:
         self._max_queue = max_queue
         self._on_left = on_left
         self._queue: deque[Item] = deque()
-        self._wakeup = asyncio.Event()
         self._write_now, self._write_many = writers
-        # True while the writer waits with nothing queued: only then may a producer write an
-        # event itself, since nothing can be ahead of it.
-        self._idle = False
+        # The writer task runs only while there is something queued (an idle socket holds no
+        # task). Started: the connection is ready to write at all (`start`).
+        self._writer: asyncio.Task[None] | None = None
+        self._started = False
         self.closing: int | None = None
+
+    @property
+    def _idle(self) -> bool:
+        """Nothing queued and no writer at work: only then may a producer write an event
+        itself, since nothing can be ahead of it."""
+        return self._started and self._writer is None and not self._queue
+
+    def start(self) -> None:
+        """Begin writing (what was queued so far goes first)."""
+        self._started = True
+        self._wake()
+
+    async def stop(self, grace: float) -> bool:
+        """Stop writing: when the server is closing the connection, give the writer up to
+        `grace` seconds to get the close frame out first. True if no writer had to be cut
+        short."""
+        writer = self._writer
+        if writer is None:
+            return True
+        if self.closing is not None:
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(writer), grace)
+        finished = writer.done()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
+        return finished
+
+    def _wake(self) -> None:
+        if self._started and self._writer is None and (self._queue or self.closing is not None):
+            self._writer = asyncio.create_task(self._run_writer(), name=f"ws-writer-{self.user_id}")
 
     # --- producers (hub and gateway; never block) ----------------------------------------------
 
@@ -92,7 +124,7 @@ class Connection:
                 self.close_soon(CLOSE_TOO_SLOW, "too slow: resume with since")
                 return
         self._queue.append(item)
-        self._wakeup.set()
+        self._wake()
 
     def _deliver_now(self, item: Item) -> bool:
         """The writer's work for `item`, done here without waking it, when that needs no wait:
@@ -137,24 +169,23 @@ class Connection:
             self.closing = code
             if not flush:
                 self._queue.clear()
-            self._wakeup.set()
             self._close_reason = reason
+            self._wake()
 
     # --- the writer -----------------------------------------------------------------------------
 
-    async def run_writer(self) -> None:
+    async def _run_writer(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            self._writer = None
+
+    async def _drain(self) -> None:
         while True:
             if not self._queue:
                 if self.closing is not None:
                     await self._close(self.closing, self._close_reason)
-                    return
-                self._wakeup.clear()
-                self._idle = True
-                try:
-                    await self._wakeup.wait()
-                finally:
-                    self._idle = False
-                continue
+                return
             item = self._queue.popleft()
             if isinstance(item, Raw):
                 await self._send(item.text)

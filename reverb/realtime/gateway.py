@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from reverb.config import Settings
@@ -87,10 +89,21 @@ def _frame_writers(ws: WebSocket) -> tuple[WriteNow | None, WriteManyNow | None]
     return (offered["write"], offered["write_many"]) if offered else (None, None)
 
 
-@router.websocket("/ws")
+WS_PATH = "/ws"
+
+
+@router.websocket(WS_PATH)
 async def websocket_endpoint(websocket: WebSocket) -> None:
     rt: Realtime = websocket.app.state.realtime
     await Session(websocket, rt).run()
+
+
+async def serve_asgi(app: Starlette, scope: Scope, receive: Receive, send: Send) -> None:
+    """`/ws` straight from the server, without the HTTP middleware and router around it
+    (see reverb.app.SocketsFirst): the same session, minus the call frames each of them would
+    keep alive for as long as the socket is open."""
+    scope["app"] = app
+    await websocket_endpoint(WebSocket(scope, receive, send))
 
 
 class Session:
@@ -183,27 +196,20 @@ class Session:
         # chats, so every event committed after a client sees `ready` reaches it.
         me = MeView.of(user, online=True).model_dump(mode="json")
         conn.push(Raw(_frame("ready", auth.ref, user=me)))
-        writer: asyncio.Task[None] | None = None
         rt.hub.register(conn)
         WS_CONNECTIONS.inc()
         try:
             await rt.presence.connected(user.id)
             await self._start(conn, auth, user)
-            writer = asyncio.create_task(conn.run_writer(), name=f"ws-writer-{user.id}")
+            conn.start()
             await self._read_frames(conn, user)
         except WebSocketDisconnect:
             pass
         finally:
             rt.hub.unregister(conn)
             WS_CONNECTIONS.dec()
-            if writer is not None:
-                if conn.closing is not None:
-                    # The server decided to close: let the writer send the close frame first.
-                    with contextlib.suppress(TimeoutError, Exception):
-                        await asyncio.wait_for(asyncio.shield(writer), CLOSE_GRACE_S)
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await writer
+            # When the server decided to close, the close frame goes out first (bounded).
+            await conn.stop(CLOSE_GRACE_S)
             try:
                 await rt.presence.disconnected(user.id)
             except Exception:

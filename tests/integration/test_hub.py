@@ -8,7 +8,6 @@ gaps are chosen by the test.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -60,7 +59,7 @@ class Peer:
             max_queue=max_queue,
             on_left=world.hub.detach,
         )
-        self.writer = asyncio.create_task(self.conn.run_writer())
+        self.conn.start()
 
     async def _send_text(self, text: str) -> None:
         self.sending.set()
@@ -140,9 +139,7 @@ async def world(settings: Settings) -> AsyncIterator[World]:
             finally:
                 for peer in w.peers:
                     peer.unblock.set()
-                    peer.writer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await peer.writer
+                    await peer.conn.stop(0)
                 await hub.stop()
 
 
@@ -484,7 +481,7 @@ async def test_a_full_queue_of_logged_events_closes_with_too_slow(world: World) 
     await peer.until(lambda: bool(peer.closes))
     assert peer.closes == [CLOSE_TOO_SLOW]
     assert peer.seqs(chat_id) == [1]
-    await asyncio.wait_for(peer.writer, WAIT_S)  # the writer ends after closing
+    assert await peer.conn.stop(WAIT_S)  # the writer ends by itself after closing
 
 
 async def test_typing_and_presence_are_dropped_first(world: World) -> None:
@@ -554,7 +551,7 @@ async def test_session_revoked_is_sent_then_the_connection_closes_with_4401(
     assert revoked.closes == [CLOSE_UNAUTHORIZED]
     assert revoked.frames()[-1] == {"type": "session.revoked"}
     assert revoked.seqs(chat_id) == [1]
-    await asyncio.wait_for(revoked.writer, WAIT_S)
+    assert await revoked.conn.stop(WAIT_S)
     await other_user.until_seqs(chat_id, [1, 2])
     assert other_user.closes == []
     assert all(f["type"] != "session.revoked" for f in other_user.frames())
