@@ -322,6 +322,7 @@ def run_latency(plan: Plan, server: Server, world: World | None) -> dict[str, An
             "conns": conns,
             "rates": list(s.latency_rates),
             "duration_s": s.latency_s,
+            "warmup_s": s.warmup_s,
         },
     )
 
@@ -464,6 +465,7 @@ def run_two_process(plan: Plan, db_kind: str) -> dict[str, Any]:
                     "conns": conns,
                     "rates": [s.two_process_rate],
                     "duration_s": s.two_process_s,
+                    "warmup_s": s.warmup_s,
                 },
             )
         finally:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 HTTP_REQUESTS = Counter(
     "reverb_http_requests_total",
@@ -29,9 +32,27 @@ WS_CONNECTIONS = Gauge("reverb_ws_connections", "Open, authenticated WebSocket c
 WS_CLOSES = Counter(
     "reverb_ws_closes_total", "WebSocket connections closed by the server, by close code.", ["code"]
 )
-EVENTS_DELIVERED = Counter(
-    "reverb_events_delivered_total", "Events written to WebSocket connections."
-)
+
+
+class Tally:
+    """A counter for the hottest path (one count per event per connection): a plain integer,
+    read when scraped. prometheus_client's Counter takes a lock per increment, which cost
+    about a twentieth of a fan-out."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.value = 0
+        self._name = name
+        self._documentation = documentation
+        REGISTRY.register(self)
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self.value)
+
+
+EVENTS_DELIVERED = Tally("reverb_events_delivered", "Events written to WebSocket connections.")
 MESSAGES_STORED = Counter("reverb_messages_stored_total", "Messages stored (REST and WebSocket).")
 SEND_BATCH_SIZE = Histogram(
     "reverb_send_batch_size",

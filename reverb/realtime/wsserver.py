@@ -28,14 +28,20 @@ class FrameCache:
     def __init__(self, size: int = 256) -> None:
         self._size = size
         self._items: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
+        self._last_text: object = object()  # matches no text
+        self._last_frame = b""
 
     def frame(self, text: str) -> bytes:
+        if text is self._last_text:  # the hub writes one event to all its connections in a row
+            return self._last_frame
         hit = self._items.get(id(text))
         if hit is not None and hit[0] is text:
+            self._last_text, self._last_frame = hit
             return hit[1]
         frame = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
         # Keeping the text alive keeps its id from being reused while it is cached.
         self._items[id(text)] = (text, frame)
+        self._last_text, self._last_frame = text, frame
         if len(self._items) > self._size:
             self._items.popitem(last=False)
         return frame
