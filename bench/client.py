@@ -78,7 +78,8 @@ class Peer(WSListener):
 async def connect(url: str, auth: dict[str, Any], on_event: OnEvent = _ignore) -> Peer:
     """Open, authenticate and wait for `ready`."""
     _, peer = await ws_connect(lambda: Peer(on_event), url, websocket_handshake_timeout=30)
-    assert isinstance(peer, Peer)
+    if not isinstance(peer, Peer):  # closed again during the handshake
+        raise ConnectionError("the server closed the connection during the handshake")
     answer = await asyncio.wait_for(peer.request(auth), 60)
     if answer.get("type") != "ready":
         peer.close()

@@ -40,7 +40,7 @@ class Sizes:
     latency_s: float = 5.0
     # A process may hold at most 20,000 open files on this host (no CAP_SYS_RESOURCE to raise
     # the hard limit): the server keeps some for its database, listener and event loop.
-    connections: int = 19_900
+    connections: int = 19_700
     connection_users: int = 100
     connection_processes: int = 2
     hold_s: float = 3.0
@@ -388,6 +388,8 @@ def run_connections(plan: Plan, server: Server, world: World | None) -> dict[str
         "requested": n,
         "held": sum(r["held"] for r in results),
         "answered_ping": sum(r["answered_ping"] for r in results),
+        "failed_to_open": sum(r["failed"] for r in results),
+        "failures": sorted({f for r in results for f in r["failures"]})[:5],
         "load_generators": len(procs),
         "open_s": round(opened_s, 2),
         "connections_per_s": round(n / opened_s, 1),

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # Dropped first when a connection's queue is full: losing one costs nothing lasting.
 EPHEMERAL = frozenset({"typing", "presence", "read", "delivered"})
 REPLAY_PAGE = 500
+# Marks a connection whose socket failed under the writer: nothing more is queued for it.
+CLOSE_GONE = 1006
 
 SendText = Callable[[str], Awaitable[None]]
 # Writes a text frame to the socket at once, or returns False when it cannot (then SendText).
@@ -177,6 +179,12 @@ class Connection:
     async def _run_writer(self) -> None:
         try:
             await self._drain()
+        except Exception as exc:
+            # The peer went away mid-write (or the socket failed): the reading side sees the
+            # same and ends the session; nothing more can be written here.
+            log.debug("ws writer for %s stopped: %r", self.user_id, exc)
+            self.closing = self.closing or CLOSE_GONE
+            self._queue.clear()
         finally:
             self._writer = None
 

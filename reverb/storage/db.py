@@ -84,8 +84,8 @@ class Database:
             # the request. SQLite connections are cheap to keep: keep plenty.
             kwargs = {
                 "async_creator": sqlite_inline.creator(make_url(url).database or ""),
-                "pool_size": pool_size * 4,
-                "max_overflow": pool_size * 4,
+                "pool_size": pool_size * 2,
+                "max_overflow": pool_size * 2,
             }
         else:
             kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
