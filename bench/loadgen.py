@@ -66,6 +66,16 @@ class Window:
         }
 
 
+async def until_quiet(pids: list[int], limit_s: float = 60.0) -> None:
+    """Wait (bounded) until the server uses under a tenth of a core over half a second."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = usage(pids).cpu_s
+        await asyncio.sleep(0.5)
+        if usage(pids).cpu_s - before < 0.05:
+            return
+
+
 def auth_frame(spec: Spec, conn: dict[str, Any], since: dict[str, int] | None = None) -> Spec:
     if spec["target"]["kind"] == "raw":
         return {"type": "auth", "token": "raw", "chats": conn["chats"]}
@@ -271,8 +281,10 @@ async def latency(spec: Spec) -> Spec:
             **stats,
         }
 
-    # Warm-up, not recorded: the first messages after a thousand sockets connect meet the
-    # tail of their presence announcements.
+    # Not recorded: a thousand sockets connecting make the server announce each one's
+    # presence to the others (about a million frames), which takes it a few seconds. Wait
+    # until it is quiet, then warm up.
+    await until_quiet(spec["target"]["pids"])
     await level(spec["rates"][0], spec.get("warmup_s", 1.0), "warm")
     results = [await level(rate, spec["duration_s"], f"l{rate}") for rate in spec["rates"]]
     for p in peers:

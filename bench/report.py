@@ -173,6 +173,18 @@ def details(r: Doc) -> list[str]:
         if key == "sizes" or not isinstance(scenarios, dict):
             continue
         out.append(f"\n### {key}\n")
+        if key == "two-process":
+            level = scenarios["levels"][0]
+            out.append(
+                f"- {scenarios['members']} members, half on each process, "
+                f"{level['rate_msgs_per_s']} msg/s sent to the first: p50 "
+                f"{_fmt(scenarios['same_process_p50_ms'], 2)} ms on the same process, "
+                f"{_fmt(scenarios['other_process_p50_ms'], 2)} ms on the other; received "
+                f"{level['received']:,} of {level['expected']:,}"
+            )
+            for server, lat in level["by_server"].items():
+                out.append(f"  - {server}: {lat}")
+            continue
         for name, figures in scenarios.items():
             if name == "latency" and "levels" in figures:
                 out.append(f"- **{name}** ({figures['members']} members):")
@@ -183,6 +195,15 @@ def details(r: Doc) -> list[str]:
                         f"deliveries/s): p50 {_fmt(lat['p50'], 2)} ms, p99 {_fmt(lat['p99'], 2)} "
                         f"ms, max {_fmt(lat['max'], 2)} ms; received {lv['received']:,} of "
                         f"{lv['expected']:,}; server {lv['server_cores']} cores"
+                    )
+            elif name == "history":
+                out.append(f"- **history** ({figures['concurrency']} clients):")
+                for label, h in figures["chats"].items():
+                    out.append(
+                        f"  - chat of {label} ({h['messages_in_chat']:,} messages): "
+                        f"{h['pages_per_s']:,} pages/s, {h['server_cpu_us_per_page']:,} µs "
+                        f"server CPU per page; newest page {h['newest_ms']}, deep pages "
+                        f"{h['deep_ms']} (ms); failures {h['failures']}"
                     )
             elif isinstance(figures, dict):
                 flat = ", ".join(
