@@ -478,6 +478,9 @@ SCENARIOS: dict[str, Callable[[Spec], Awaitable[Spec]]] = {
 
 
 async def main(spec: Spec) -> Spec:
+    if spec["scenario"] not in ("fill", "connections"):
+        # What the previous scenario left (thousands of sockets closing, say) is not this one's.
+        await until_quiet(spec["target"]["pids"])
     return await asyncio.wait_for(SCENARIOS[spec["scenario"]](spec), spec.get("timeout_s", 600))
 
 
