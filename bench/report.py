@@ -144,7 +144,7 @@ def summary(r: Doc) -> list[str]:
         small, big = h[labels[0]]["all_ms"]["p95"], h[labels[-1]]["all_ms"]["p95"]
         ratio = big / small if small and big else None
         rows.append(
-            f"| history ({db}) | p95 {labels[-1]} ÷ p95 {labels[0]} | {_fmt(ratio, 2)} "
+            f"| history ({db}) | p95 {labels[-1]} ÷ p95 {labels[0]}, one client | {_fmt(ratio, 2)} "
             f"| | | ≤ 1.5 | {_verdict(None if ratio is None else ratio <= 1.5)} |"
         )
     for db in ("sqlite", "postgres"):
@@ -202,8 +202,10 @@ def details(r: Doc) -> list[str]:
                     out.append(
                         f"  - chat of {label} ({h['messages_in_chat']:,} messages): "
                         f"{h['pages_per_s']:,} pages/s, {h['server_cpu_us_per_page']:,} µs "
-                        f"server CPU per page; newest page {h['newest_ms']}, deep pages "
-                        f"{h['deep_ms']} (ms); failures {h['failures']}"
+                        f"server CPU per page; one client alone: newest page "
+                        f"{h['newest_ms']}, deep pages {h['deep_ms']} (ms); with "
+                        f"{figures['concurrency']} clients: {h['busy_ms']} (ms); failures "
+                        f"{h['failures']}"
                     )
             elif isinstance(figures, dict):
                 flat = ", ".join(
