@@ -23,6 +23,7 @@ import httpx
 from bench import seed
 from bench.procs import Server, free_port, python
 from bench.profile import Recorder
+from tests.redis_server import RedisServer
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_BENCH = "postgresql://postgres@127.0.0.1:5432/{name}"
@@ -208,40 +209,14 @@ def database_url(plan: Plan, kind: str, name: str) -> str:
 
 @contextmanager
 def redis_server(plan: Plan) -> Iterator[str]:
-    """A redis-server of the run's own, stopped by its PID afterwards."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(plan.workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    """A redis-server of the run's own (the tests' helper), stopped by its PID afterwards."""
+    server = RedisServer(free_port(), plan.workdir)
+    server.start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            ping = subprocess.run(
-                ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, check=False
-            )
-            if ping.stdout.strip() == "PONG":
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        asyncio.run(server.wait_ready())
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.kill()
 
 
 # --- scenario specs -----------------------------------------------------------------------------

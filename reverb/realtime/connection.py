@@ -146,8 +146,8 @@ class Connection:
                 return False
             EVENTS_DELIVERED.inc()
             return True
-        last = self.positions.get(env.chat_id)
-        if last is None or env.seq <= last:
+        last = self._unsent(env)
+        if last is None:
             return True  # not (or no longer) ours, or already sent: nothing to do
         if env.seq != last + 1 or not self._write_now(env.data):
             return False
@@ -209,8 +209,8 @@ class Connection:
             if env.type == "session.revoked":
                 self.close_soon(CLOSE_UNAUTHORIZED, "session revoked")
             return
-        last = self.positions.get(env.chat_id)
-        if last is None or env.seq <= last:
+        last = self._unsent(env)
+        if last is None:
             return  # not (or no longer) ours, or already sent
         if env.seq > last + 1:
             GAP_FILLS.labels("connection").inc()
@@ -221,18 +221,26 @@ class Connection:
         await self._send_logged(env)
 
     async def _send_logged(self, env: Envelope) -> None:
-        assert env.chat_id is not None and env.seq is not None
-        last = self.positions.get(env.chat_id)
-        if last is None or env.seq <= last:
+        if self._unsent(env) is None:
             return
         await self._send(env.data)
         self._sent_logged(env)
+
+    def _unsent(self, env: Envelope) -> int | None:
+        """The last seq sent of the event's chat, if the event is of a chat this connection
+        follows and not yet sent; else None."""
+        assert env.chat_id is not None and env.seq is not None
+        last = self.positions.get(env.chat_id)
+        return last if last is not None and env.seq > last else None
+
+    def _own_removal(self, env: Envelope) -> bool:
+        return env.type == "member.removed" and self.user_id in env.left
 
     def _sent_logged(self, env: Envelope) -> None:
         assert env.chat_id is not None and env.seq is not None
         EVENTS_DELIVERED.inc()
         self.positions[env.chat_id] = env.seq
-        if env.type == "member.removed" and self.user_id in env.left:
+        if self._own_removal(env):
             # Its own removal is the last thing a member hears of a chat.
             del self.positions[env.chat_id]
             self._on_left(self, env.chat_id)
@@ -258,7 +266,7 @@ class Connection:
         if self._write_many is None or last is None or not page:
             return False
         for expected, env in enumerate(page, start=last + 1):
-            if env.seq != expected or (env.type == "member.removed" and self.user_id in env.left):
+            if env.seq != expected or self._own_removal(env):
                 return False
         if not self._write_many([env.data for env in page]):
             return False
