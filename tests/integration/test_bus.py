@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from reverb.domain.events import Envelope
-from reverb.realtime.bus import RECONNECTED, Bus
+from reverb.realtime.bus import RECONNECTED, Bus, BusUnavailable
 from reverb.realtime.bus.memory import MemoryBus
 from reverb.realtime.bus.redis import RedisBus
 from tests.conftest import REDIS_TEST_URL
@@ -195,6 +195,18 @@ async def test_a_thousand_envelopes_arrive_in_publish_order(bus: Bus) -> None:
         await nothing_more(bus, sub)
 
 
+async def test_a_batch_published_at_once_arrives_whole_and_in_order(bus: Bus) -> None:
+    sent = [
+        Envelope(type="message.created", data=f'{{"n":{i}}}', chat_id="c", seq=i, user_ids=("u",))
+        for i in range(1, 301)
+    ]
+    async with subscribed(bus) as sub:
+        await bus.publish_many(sent[:100])
+        await bus.publish_many(sent[100:])
+        assert await sub.take(len(sent), timeout=30) == sent
+        await nothing_more(bus, sub)
+
+
 async def test_publishing_works_after_a_subscription_ends(bus: Bus) -> None:
     async with subscribed(bus) as sub:
         await bus.publish(SAMPLES[0])
@@ -227,10 +239,13 @@ async def test_redis_publish_with_redis_unreachable_does_not_raise() -> None:
         async with asyncio.timeout(WAIT_S):
             for envelope in SAMPLES:
                 await unreachable.publish(envelope)
+            # The relay's call says so, for it to act on.
+            with pytest.raises(BusUnavailable):
+                await unreachable.publish_many(SAMPLES)
     finally:
         await unreachable.close()
         await redis.aclose()
-    assert bus_errors("publish") == before + len(SAMPLES)
+    assert bus_errors("publish") == before + len(SAMPLES) + 1
 
 
 async def test_redis_subscription_with_redis_unreachable_keeps_retrying() -> None:

@@ -8,21 +8,38 @@ chat event log, so clients still get every logged event once, in order.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from reverb.domain.events import Envelope
+
+log = logging.getLogger(__name__)
 
 # Yielded by a subscription after it lost and regained its connection: envelopes published in
 # between may be gone, so the hub re-reads what it tracks from the database.
 RECONNECTED = "bus.reconnected"
 
 
+class BusUnavailable(Exception):
+    """The bus did not take a publish (error or no answer in time): its envelopes may be lost."""
+
+
 class Bus(ABC):
     @abstractmethod
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
+        """Hand envelopes to every subscriber, in any process, in the order given (one round
+        trip for all of them where the bus allows). Raises `BusUnavailable` when the bus did
+        not take them; it never retries: the caller (the relay) decides what happens next."""
+
     async def publish(self, envelope: Envelope) -> None:
-        """Hand an envelope to every subscriber, in any process. Never raises for delivery."""
+        """`publish_many` of one envelope, for callers that cannot act on a failure: it is
+        logged and counted (subscribers repair what they missed from the event log)."""
+        try:
+            await self.publish_many((envelope,))
+        except BusUnavailable as exc:
+            log.warning("bus: publish failed: %s", exc)
 
     @abstractmethod
     def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[Envelope]]:

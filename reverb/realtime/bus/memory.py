@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from reverb.domain.events import Envelope
@@ -14,9 +14,10 @@ class MemoryBus(Bus):
     def __init__(self) -> None:
         self._subscribers: set[asyncio.Queue[Envelope]] = set()
 
-    async def publish(self, envelope: Envelope) -> None:
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
         for queue in self._subscribers:
-            queue.put_nowait(envelope)
+            for envelope in envelopes:
+                queue.put_nowait(envelope)
 
     def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[Envelope]]:
         return self._subscribe()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import orjson
@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError, RedisError
 
 from reverb.domain.events import Envelope
 from reverb.metrics import BUS_ERRORS
-from reverb.realtime.bus import RECONNECTED, Bus
+from reverb.realtime.bus import RECONNECTED, Bus, BusUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +65,24 @@ class RedisBus(Bus):
         self._redis = redis
         self._channel = channel
 
-    async def publish(self, envelope: Envelope) -> None:
-        wire = to_wire(envelope)
+    async def publish_many(self, envelopes: Sequence[Envelope]) -> None:
+        wires = [to_wire(envelope) for envelope in envelopes]
         try:
             try:
-                await self._redis.publish(self._channel, wire)
+                await self._pipeline(wires)
             except (ConnectionError, OSError):
-                # A pooled connection that went stale across a Redis restart fails once; a
-                # fresh one succeeds, and this envelope is not lost with the stale one.
-                await self._redis.publish(self._channel, wire)
+                # A pooled connection that went stale across a Redis restart fails at once; a
+                # fresh one succeeds, and these envelopes are not lost with the stale one.
+                await self._pipeline(wires)
         except (RedisError, OSError) as exc:
-            # Committed already; subscribers elsewhere repair the gap from the event log.
             BUS_ERRORS.labels("publish").inc()
-            log.warning("bus: publish failed: %s", type(exc).__name__)
+            raise BusUnavailable(type(exc).__name__) from exc
+
+    async def _pipeline(self, wires: list[bytes]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for wire in wires:
+                pipe.publish(self._channel, wire)
+            await pipe.execute()
 
     def subscribe(self) -> AbstractAsyncContextManager[AsyncIterator[Envelope]]:
         return self._subscribe()
