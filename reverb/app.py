@@ -20,6 +20,7 @@ from reverb.realtime import gateway
 from reverb.realtime.bus import Bus
 from reverb.realtime.bus.memory import MemoryBus
 from reverb.realtime.bus.redis import RedisBus
+from reverb.realtime.bus.relay import Relay
 from reverb.realtime.gateway import Realtime
 from reverb.realtime.hub import Hub
 from reverb.services.auth import AuthService
@@ -31,6 +32,7 @@ from reverb.services.login_limits import LoginLimiter
 from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.passwords import Passwords
+from reverb.services.publish import Publisher
 from reverb.services.tokens import AccessTokens
 from reverb.services.users import UserService
 from reverb.storage.db import Database
@@ -44,12 +46,30 @@ RFC 9457 problem (`application/problem+json`) with a stable `code`.
 """
 
 
+# Redis answers in well under a millisecond; a command without an answer after this long
+# meets a Redis that is stopped or cut off, and the caller (presence, typing) falls back to
+# what this process knows rather than holding up a socket. Publishing has its own, shorter
+# bound (reverb.realtime.bus.relay). The subscription waits with its own timeout per read.
+REDIS_TIMEOUT_S = 1.0
+
+
 def build_services(settings: Settings) -> Services:
     db = Database(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = (
+        Redis.from_url(
+            settings.redis_url,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
+        if settings.redis_url
+        else None
+    )
     bus: Bus = RedisBus(redis) if redis is not None else MemoryBus()
-    log = EventLog(bus=bus)
-    presence = PresenceService(db=db, bus=bus, redis=redis, ttl=settings.presence_ttl_seconds)
+    publisher = Publisher(Relay(bus))
+    log = EventLog(publisher=publisher)
+    presence = PresenceService(
+        db=db, publisher=publisher, redis=redis, ttl=settings.presence_ttl_seconds
+    )
     return Services(
         settings=settings,
         db=db,
@@ -60,16 +80,23 @@ def build_services(settings: Settings) -> Services:
             passwords=Passwords(settings),
             access=AccessTokens(settings),
             limiter=LoginLimiter(settings),
-            bus=bus,
+            publisher=publisher,
         ),
         users=UserService(db=db),
         chats=ChatService(db=db, log=log, online=presence.online),
         messages=MessageService(db=db, log=log),
         bus=bus,
+        publisher=publisher,
         presence=presence,
         media=MediaService(db=db, files=LocalBlobStore(settings.media_dir), settings=settings),
         health=HealthService(db=db, redis=redis),
     )
+
+
+# At shutdown, how long the relay may take to hand the last events to the bus: long enough
+# for any healthy bus, short enough not to hold up a deploy when the bus is away (clients
+# resume what they missed from the log).
+RELAY_FLUSH_S = 2.0
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -85,16 +112,20 @@ def create_app(settings: Settings) -> FastAPI:
             auth=services.auth,
             chats=services.chats,
             messages=services.messages,
-            typing=TypingService(db=services.db, bus=services.bus, redis=services.redis),
+            typing=TypingService(
+                db=services.db, publisher=services.publisher, redis=services.redis
+            ),
             presence=presence,
         )
         await hub.start()
+        services.publisher.relay.start()
         await presence.start()
         try:
             yield
         finally:
             await services.messages.close()  # its last sends still publish: bus and db stay up
             await presence.stop()
+            await services.publisher.relay.close(RELAY_FLUSH_S)
             await hub.stop()
             if services.redis is not None:
                 await services.redis.aclose()

@@ -28,6 +28,11 @@ BUS_ERRORS = Counter(
     "Bus publish or subscription failures (the event log repairs what they lose).",
     ["operation"],
 )
+OUTBOX_DROPPED = Counter(
+    "reverb_outbox_dropped_total",
+    "Live-only envelopes the relay dropped (outbox closed or too many held while the bus was "
+    "away). Logged events are never dropped: their chats are repaired from the log.",
+)
 WS_CONNECTIONS = Gauge("reverb_ws_connections", "Open, authenticated WebSocket connections.")
 WS_CLOSES = Counter(
     "reverb_ws_closes_total", "WebSocket connections closed by the server, by close code.", ["code"]

@@ -4,6 +4,7 @@ free port, never on the shared 6379, and is stopped only by the PID it started."
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -58,6 +59,16 @@ class RedisServer:
             self._proc.kill()
             self._proc.wait(timeout=WAIT_S)
             self._proc = None
+
+    def pause(self) -> None:
+        """Stop the process without ending it (SIGSTOP): connections stay open and unanswered,
+        as with a hung or swapped-out Redis."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     async def wait_ready(self) -> None:
         probe = Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=0.5)

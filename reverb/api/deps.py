@@ -19,6 +19,7 @@ from reverb.services.health import HealthService
 from reverb.services.live import PresenceService
 from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
+from reverb.services.publish import Publisher
 from reverb.services.users import UserService
 from reverb.storage.db import Database
 
@@ -36,6 +37,7 @@ class Services:
     chats: ChatService
     messages: MessageService
     bus: Bus
+    publisher: Publisher
     presence: PresenceService
     media: MediaService
 

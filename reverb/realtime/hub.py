@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from reverb.domain.events import Envelope
 from reverb.metrics import GAP_FILLS
-from reverb.realtime.bus import RECONNECTED, Bus
+from reverb.realtime.bus import RECONNECTED, REPAIR, Bus
+from reverb.realtime.bus.relay import repaired_chats
 from reverb.realtime.connection import CatchUp, Connection
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,10 @@ class Hub:
 
     def dispatch(self, env: Envelope) -> None:
         if env.type == RECONNECTED:
-            self._resync()
+            self._resync(list(self._chats))
+            return
+        if env.type == REPAIR:
+            self._resync(repaired_chats(env))
             return
         if env.chat_id is None or env.seq is None:
             targets = set(self._chats[env.chat_id].conns) if env.chat_id in self._chats else set()
@@ -188,10 +192,13 @@ class Hub:
         finally:
             chat.repair = None
 
-    def _resync(self) -> None:
-        """After the bus lost messages: every connection re-reads its chats from the log."""
+    def _resync(self, chat_ids: list[str]) -> None:
+        """After the bus lost events of these chats: their connections re-read the log."""
         GAP_FILLS.labels("reconnect").inc()
-        for chat_id, chat in self._chats.items():
+        for chat_id in chat_ids:
+            chat = self._chats.get(chat_id)
+            if chat is None:
+                continue  # nobody here follows it
             chat.pos = None
             chat.early.clear()
             for conn in chat.conns:

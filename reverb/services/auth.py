@@ -14,9 +14,9 @@ from reverb.domain.events import Envelope, SessionRevoked, encode
 from reverb.domain.users import IssuedTokens, User
 from reverb.errors import ErrorCode, ReverbError, conflict
 from reverb.metrics import LOGINS
-from reverb.realtime.bus import Bus
 from reverb.services.login_limits import LoginLimiter
 from reverb.services.passwords import Passwords
+from reverb.services.publish import Publisher
 from reverb.services.tokens import (
     AccessTokens,
     hash_refresh_token,
@@ -49,7 +49,7 @@ class AuthService:
     access: AccessTokens
     limiter: LoginLimiter
     # Told when a user's sessions end, so their open sockets close on every process.
-    bus: Bus | None = None
+    publisher: Publisher | None = None
 
     async def _issue(
         self, tx: Tx, user: User, *, family_id: str | None, now: datetime
@@ -179,16 +179,11 @@ class AuthService:
         now = utcnow()
         await token_store.revoke_user(tx.conn, user_id, now)
         await user_store.bump_session_version(tx.conn, user_id, updated_at=now, **user_values)
-        bus = self.bus
-        if bus is not None:
+        if self.publisher is not None:
             envelope = Envelope(
                 type="session.revoked", data=encode(SessionRevoked()), user_ids=(user_id,)
             )
-
-            async def announce() -> None:
-                await bus.publish(envelope)
-
-            tx.after_commit(announce)
+            self.publisher.after_commit(tx, envelope)
 
     async def change_password(
         self, *, user: User, current_password: str, new_password: str, address: str

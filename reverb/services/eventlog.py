@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from reverb.domain.events import Envelope, LoggedEvent, encode
-from reverb.realtime.bus import Bus
+from reverb.services.publish import Publisher
 from reverb.storage import chats as chat_store
 from reverb.storage import events as event_store
 from reverb.storage.db import Tx
@@ -20,7 +20,7 @@ E = TypeVar("E", bound=LoggedEvent)
 
 @dataclass(slots=True)
 class EventLog:
-    bus: Bus
+    publisher: Publisher
 
     async def append(
         self,
@@ -57,7 +57,7 @@ class EventLog:
         """Store an event whose seq the caller took with `chats.next_seq`; publish on commit."""
         row, envelope = _entry(event, now, concerns, joined, left)
         await event_store.append_many(tx.conn, [row])
-        self.publish_after_commit(tx, envelope)
+        self.publisher.after_commit(tx, envelope)
 
     async def record_many(self, tx: Tx, events: Sequence[LoggedEvent], *, now: datetime) -> None:
         """`record` for many events (no membership changes among them) in one statement.
@@ -69,13 +69,7 @@ class EventLog:
         entries = [_entry(event, now) for event in events]
         await event_store.append_many(tx.conn, [row for row, _ in entries])
         for _, envelope in entries:
-            self.publish_after_commit(tx, envelope)
-
-    def publish_after_commit(self, tx: Tx, envelope: Envelope) -> None:
-        async def publish() -> None:
-            await self.bus.publish(envelope)
-
-        tx.after_commit(publish)
+            self.publisher.after_commit(tx, envelope)
 
     def notify_after_commit(
         self,
@@ -91,7 +85,7 @@ class EventLog:
         envelope = Envelope(
             type=event_type, data=encode(event), chat_id=chat_id, user_ids=users, opens=opens
         )
-        self.publish_after_commit(tx, envelope)
+        self.publisher.after_commit(tx, envelope)
 
 
 def _entry(

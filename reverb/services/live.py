@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from reverb import ids
 from reverb.domain.events import Envelope, Presence, Typing, encode
 from reverb.errors import ErrorCode, not_found
-from reverb.realtime.bus import Bus
+from reverb.services.publish import Publisher
 from reverb.storage import chats as chat_store
 from reverb.storage import users as user_store
 from reverb.storage.db import Database
@@ -32,7 +32,7 @@ PRESENCE_EVERY_S = 5.0  # the API contract: at most one `presence` per user ever
 @dataclass(slots=True)
 class TypingService:
     db: Database
-    bus: Bus
+    publisher: Publisher
     redis: Redis | None
     _last: dict[tuple[str, str], float] = field(default_factory=dict)
 
@@ -47,7 +47,7 @@ class TypingService:
         if not await self._first_in_window(user_id, chat_id):
             return
         event = Typing(chat_id=chat_id, user_id=user_id)
-        await self.bus.publish(
+        self.publisher.now(
             Envelope(type=event.type, data=encode(event), chat_id=chat_id, exclude=user_id)
         )
 
@@ -77,9 +77,11 @@ class PresenceService:
     renewing, so its users fall offline within `ttl` instead of staying online forever.
     """
 
-    def __init__(self, *, db: Database, bus: Bus, redis: Redis | None, ttl: float) -> None:
+    def __init__(
+        self, *, db: Database, publisher: Publisher, redis: Redis | None, ttl: float
+    ) -> None:
         self.db = db
-        self.bus = bus
+        self.publisher = publisher
         self.redis = redis
         self.ttl = ttl
         self.process = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -189,6 +191,4 @@ class PresenceService:
         if user is None:
             return
         event = Presence(user_id=user_id, status=status, last_seen_at=user.last_seen_at)
-        await self.bus.publish(
-            Envelope(type=event.type, data=encode(event), user_ids=tuple(audience))
-        )
+        self.publisher.now(Envelope(type=event.type, data=encode(event), user_ids=tuple(audience)))

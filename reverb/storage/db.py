@@ -2,14 +2,16 @@
 
 `Database.transaction()` is the only way to write. Callbacks registered with `Tx.after_commit`
 run once the commit has succeeded, never inside the transaction and never after a rollback:
-this is where events are published, so no client hears of a change a rollback removed.
+this is where events are published, so no client hears of a change a rollback removed. They are
+plain functions run straight after the commit returns, before anything else can run on the loop:
+so their order is the order of the commits (two transactions of one chat are serialised by its
+lock, and the second cannot commit before the first's callbacks ran).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
@@ -20,9 +22,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from reverb.storage import sqlite_inline
 
-log = logging.getLogger(__name__)
-
-AfterCommit = Callable[[], Awaitable[None]]
+# Must not block or raise: it hands the event to the relay (reverb.services.publish).
+AfterCommit = Callable[[], None]
 
 # How long a SQLite writer waits for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -105,13 +106,8 @@ class Database:
             tx = Tx(conn)
             async with conn.begin():
                 yield tx
-        for callback in tx._after:
-            try:
-                await callback()
-            except Exception:
-                # The change is committed; a failed notification must not turn it into an error.
-                # Clients recover what they missed by resuming from their last seq.
-                log.exception("after-commit callback failed")
+            for callback in tx._after:
+                callback()
 
     def _writer(self) -> AbstractAsyncContextManager[object]:
         return self._sqlite_writer if self._sqlite_writer is not None else nullcontext()

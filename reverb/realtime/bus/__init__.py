@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 # Yielded by a subscription after it lost and regained its connection: envelopes published in
 # between may be gone, so the hub re-reads what it tracks from the database.
 RECONNECTED = "bus.reconnected"
+# Published by a relay once the bus answers again after it failed; its data is a JSON list of
+# the chats whose logged events it could not publish. Every hub re-reads those chats' logs.
+REPAIR = "bus.repair"
 
 
 class BusUnavailable(Exception):
