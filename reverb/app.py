@@ -29,6 +29,7 @@ from reverb.services.eventlog import EventLog
 from reverb.services.health import HealthService
 from reverb.services.live import PresenceService, TypingService
 from reverb.services.login_limits import LoginLimiter
+from reverb.services.markers import Markers
 from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.passwords import Passwords
@@ -84,6 +85,7 @@ def build_services(settings: Settings) -> Services:
         ),
         users=UserService(db=db),
         chats=ChatService(db=db, log=log, online=presence.online),
+        markers=Markers(db, publisher),
         messages=MessageService(db=db, log=log),
         bus=bus,
         publisher=publisher,
@@ -112,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
             auth=services.auth,
             chats=services.chats,
             messages=services.messages,
+            markers=services.markers,
             typing=TypingService(
                 db=services.db, publisher=services.publisher, redis=services.redis
             ),
@@ -124,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await services.messages.close()  # its last sends still publish: bus and db stay up
+            await services.markers.close()
             await presence.stop()
             await services.publisher.relay.close(RELAY_FLUSH_S)
             await hub.stop()

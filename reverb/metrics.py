@@ -68,6 +68,11 @@ SEND_BATCH_FALLBACKS = Counter(
     "reverb_send_batch_fallbacks_total",
     "Send batches whose transaction failed as a whole and were retried one send at a time.",
 )
+MARKER_BATCH_SIZE = Histogram(
+    "reverb_marker_batch_size",
+    "Members' read/delivered markers written together in one transaction, per batch.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+)
 GAP_FILLS = Counter(
     "reverb_gap_fills_total", "Times missing events were re-read from the event log.", ["where"]
 )

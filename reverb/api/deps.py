@@ -17,6 +17,7 @@ from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.health import HealthService
 from reverb.services.live import PresenceService
+from reverb.services.markers import Markers
 from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.publish import Publisher
@@ -35,6 +36,7 @@ class Services:
     users: UserService
     health: HealthService
     chats: ChatService
+    markers: Markers
     messages: MessageService
     bus: Bus
     publisher: Publisher

@@ -49,6 +49,7 @@ from reverb.realtime.protocol import (
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.live import PresenceService, TypingService
+from reverb.services.markers import Markers
 from reverb.services.messages import MessageService
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ router = APIRouter()
 # Refusals within FLOOD_WINDOW_S before a client that ignores `rate_limited` is disconnected.
 FLOOD_LIMIT = 20
 FLOOD_WINDOW_S = 10.0
+# Read/delivered frames per connection: a client marks as messages arrive and as its user
+# reads, so a busy group can ask for several a second; each accepted one costs a dict update
+# (markers are coalesced and written in batches), so the limit only stops a flood.
+MARKER_RATE = 20.0  # per second
+MARKER_BURST = 100
 # How long a closing connection may take to get its close frame out before it is dropped.
 CLOSE_GRACE_S = 5.0
 
@@ -68,6 +74,7 @@ class Realtime:
     auth: AuthService
     chats: ChatService
     messages: MessageService
+    markers: Markers
     typing: TypingService
     presence: PresenceService
 
@@ -114,6 +121,7 @@ class Session:
         now = time.monotonic()
         s = rt.settings
         self.bucket = TokenBucket(s.ws_send_rate, s.ws_send_burst, now)
+        self.marker_bucket = TokenBucket(MARKER_RATE, MARKER_BURST, now)
         self.flood = FloodGuard(FLOOD_LIMIT, FLOOD_WINDOW_S)
 
     async def run(self) -> None:
@@ -255,6 +263,15 @@ class Session:
             if reply is not None:
                 conn.push(Raw(reply))
 
+    def _rate_limited(self, conn: Connection, detail: str, ref: str | int | None) -> str | None:
+        """`rate_limited`, or for a client that keeps ignoring it, that and a close."""
+        refusal = _error(ErrorCode.RATE_LIMITED, detail, ref)
+        if self.flood.refused(time.monotonic()):
+            conn.push(Raw(refusal))  # owed before the close
+            conn.close_soon(CLOSE_FLOODING, "too many frames over the rate limit", flush=True)
+            return None
+        return refusal
+
     async def _handle(self, conn: Connection, frame: ClientFrame, user: User) -> str | None:
         rt = self.rt
         ref = frame.ref
@@ -263,14 +280,8 @@ class Session:
         if isinstance(frame, AuthFrame):
             return _error("invalid_frame", "already authenticated", ref)
         if isinstance(frame, SendFrame):
-            now = time.monotonic()
-            if not self.bucket.take(now):
-                refusal = _error(ErrorCode.RATE_LIMITED, "slow down", ref)
-                if self.flood.refused(now):
-                    conn.push(Raw(refusal))  # owed before the close
-                    conn.close_soon(CLOSE_FLOODING, "too many messages", flush=True)
-                    return None
-                return refusal
+            if not self.bucket.take(time.monotonic()):
+                return self._rate_limited(conn, "slow down", ref)
             message, _ = await rt.messages.send(
                 me=user,
                 chat_id=frame.chat_id,
@@ -282,8 +293,15 @@ class Session:
             return _frame("ack", ref, message=message.model_dump(mode="json"))
         if isinstance(frame, TypingFrame):
             await rt.typing.typing(user_id=user.id, chat_id=frame.chat_id)
-        elif isinstance(frame, ReadFrame):
-            await rt.chats.mark_read(me=user, chat_id=frame.chat_id, seq=frame.seq)
-        elif isinstance(frame, DeliveredFrame):
-            await rt.chats.mark_delivered(me=user, chat_id=frame.chat_id, seq=frame.seq)
+        elif isinstance(frame, ReadFrame | DeliveredFrame):
+            if not self.marker_bucket.take(time.monotonic()):
+                return self._rate_limited(conn, "too many markers", ref)
+            read = isinstance(frame, ReadFrame)
+            if frame.chat_id in conn.positions:
+                # Its socket follows the chat: a member; the mark is written within an instant.
+                rt.markers.mark_soon(
+                    user_id=user.id, chat_id=frame.chat_id, seq=frame.seq, read=read
+                )
+            else:
+                await rt.markers.mark(me=user, chat_id=frame.chat_id, seq=frame.seq, read=read)
         return _frame("ack", ref) if ref is not None else None

@@ -12,12 +12,10 @@ from reverb import ids
 from reverb.domain.events import (
     ChatCreated,
     ChatUpdated,
-    DeliveredMarker,
     Envelope,
     MemberAdded,
     MemberRemoved,
     MemberUpdated,
-    ReadMarker,
 )
 from reverb.domain.users import User
 from reverb.domain.wire import ChatView, MemberView, Role, UserView
@@ -349,32 +347,6 @@ class ChatService:
         if member is None:
             raise not_found(ErrorCode.MEMBER_NOT_FOUND, "member")
         return member
-
-    # --- markers -------------------------------------------------------------------------------
-
-    async def mark_read(self, *, me: User, chat_id: str, seq: int) -> int:
-        """Raise the caller's read marker (and delivered with it); returns the marker."""
-        return await self._raise_marker(me, chat_id, seq, read=True)
-
-    async def mark_delivered(self, *, me: User, chat_id: str, seq: int) -> int:
-        """Raise the caller's delivered marker; returns the marker."""
-        return await self._raise_marker(me, chat_id, seq, read=False)
-
-    async def _raise_marker(self, me: User, chat_id: str, seq: int, *, read: bool) -> int:
-        """Markers move forwards only, and never past the chat's last seq. Other members hear
-        of a marker that moved (live only: its state is on the members resource)."""
-        async with self.db.transaction() as tx:
-            chat, mine = await membership(tx.conn, chat_id, me.id)
-            value = min(seq, chat.last_seq)
-            current = mine.last_read_seq if read else mine.last_delivered_seq
-            if value > current:
-                await chat_store.raise_markers(
-                    tx.conn, chat_id, me.id, read=value if read else None, delivered=value
-                )
-                marker = ReadMarker if read else DeliveredMarker
-                event = marker(chat_id=chat_id, user_id=me.id, seq=value)
-                self.log.notify_after_commit(tx, event, chat_id=chat_id)
-            return max(value, current)
 
     # --- for the real-time gateway ---------------------------------------------------------
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
@@ -265,21 +265,77 @@ async def delete_member(conn: AsyncConnection, chat_id: str, user_id: str) -> No
     )
 
 
-async def raise_markers(
-    conn: AsyncConnection, chat_id: str, user_id: str, *, read: int | None, delivered: int
-) -> None:
-    """Move the read and delivered markers forwards only; never backwards."""
+@dataclass(frozen=True, slots=True)
+class MarkerRow:
+    """A member's read and delivered markers, and the chat's last seq they may not pass."""
+
+    last_read_seq: int
+    last_delivered_seq: int
+    last_seq: int
+
+
+async def markers(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], MarkerRow]:
+    """The markers of these (chat id, user id) pairs that are memberships, in one statement."""
+    if not pairs:
+        return {}
+    dialect = conn.dialect.name
+    rows = await conn.execute(_markers(dialect), key_params(dialect, pairs, 2))
+    return {(r[0], r[1]): MarkerRow(r[2], r[3], r[4]) for r in rows}
+
+
+@functools.cache
+def _markers(dialect: str) -> Select[str, str, int, int, int]:
     cm = chat_members.c
-    values: dict[str, Any] = {
-        "last_delivered_seq": case(
-            (cm.last_delivered_seq < delivered, delivered), else_=cm.last_delivered_seq
-        )
-    }
-    if read is not None:
-        values["last_read_seq"] = case((cm.last_read_seq < read, read), else_=cm.last_read_seq)
-    await conn.execute(
-        update(chat_members).where(cm.chat_id == chat_id, cm.user_id == user_id).values(**values)
+    keys, columns = key_table(dialect, 2)
+    chat_id, user_id = columns
+    return (
+        select(cm.chat_id, cm.user_id, cm.last_read_seq, cm.last_delivered_seq, chats.c.last_seq)
+        .select_from(keys)
+        .join(chat_members, and_(cm.chat_id == chat_id, cm.user_id == user_id))
+        .join(chats, chats.c.id == cm.chat_id)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Raise:
+    """Markers to raise for one member; -1 leaves one as it is."""
+
+    chat_id: str
+    user_id: str
+    read: int
+    delivered: int
+
+
+async def raise_markers(conn: AsyncConnection, raises: Sequence[Raise]) -> None:
+    """Move markers forwards only, never backwards (another process may have moved them
+    further meanwhile), in one statement for all members."""
+    if raises:
+        await conn.execute(
+            _RAISE,
+            [
+                {"b_chat": r.chat_id, "b_user": r.user_id, "b_read": r.read, "b_del": r.delivered}
+                for r in raises
+            ],
+        )
+
+
+def _forwards(column: Any, name: str) -> Any:
+    value = bindparam(name, type_=Integer)
+    return case((column < value, value), else_=column)
+
+
+_RAISE = (
+    update(chat_members)
+    .where(
+        chat_members.c.chat_id == bindparam("b_chat"), chat_members.c.user_id == bindparam("b_user")
+    )
+    .values(
+        last_read_seq=_forwards(chat_members.c.last_read_seq, "b_read"),
+        last_delivered_seq=_forwards(chat_members.c.last_delivered_seq, "b_del"),
+    )
+)
 
 
 async def positions(conn: AsyncConnection, user_id: str) -> dict[str, int]:

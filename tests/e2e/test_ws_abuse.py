@@ -425,6 +425,42 @@ async def test_flooding_sender_is_closed_with_4429(tmp_path: Path, database_url:
         assert kinds[0] == "ack" and "error" in kinds, kinds
 
 
+async def test_a_marker_flood_is_refused_then_closed_and_the_markers_hold(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with serve(tmp_path, database_url) as srv:
+        alice, bob = await register(srv.http), await register(srv.http)
+        chat = await group(srv.http, alice, bob)
+        for n in range(3):
+            await srv.http.post(
+                "/api/messages",
+                json={"chat_id": chat, "content": f"m{n}"},
+                headers=alice["headers"],
+            )
+        ws = await srv.ready(bob)
+        with contextlib.suppress(ConnectionClosed):  # the server may close mid-flood
+            for i in range(400):
+                await ws.send({"type": "read", "chat_id": chat, "seq": 1 + i % 3, "ref": i})
+        assert await ws.closed_with(CLOSE_WAIT_S) == 4429
+        answers = [f for f in ws.received if f["type"] in ("ack", "error")]
+        assert answers[0] == {"type": "ack", "ref": 0}
+        refused = [f for f in answers if f["type"] == "error"]
+        assert refused and all(f["code"] == "rate_limited" for f in refused)
+
+        # What was accepted is written (within an instant: markers are written in batches).
+        async def bobs_read_marker() -> int:
+            r = await srv.http.get(f"/api/chats/{chat}/members", headers=alice["headers"])
+            return int(
+                next(m for m in r.json()["items"] if m["user"]["id"] == bob["user"]["id"])[
+                    "last_read_seq"
+                ]
+            )
+
+        async with asyncio.timeout(CLOSE_WAIT_S):
+            while await bobs_read_marker() != 3:
+                await asyncio.sleep(0.05)  # poll interval, bounded by the timeout above
+
+
 # --- heartbeat -----------------------------------------------------------------------------------
 
 

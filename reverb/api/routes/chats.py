@@ -113,7 +113,7 @@ async def mark_read(
     chat_id: str, body: SeqIn, user: CurrentUser, services: ServicesDep
 ) -> Response:
     """`last_read_seq` becomes max(old, min(seq, last_seq)); it never moves backwards."""
-    await services.chats.mark_read(me=user, chat_id=chat_id, seq=body.seq)
+    await services.markers.mark(me=user, chat_id=chat_id, seq=body.seq, read=True)
     return Response(status_code=204)
 
 
@@ -122,7 +122,7 @@ async def mark_delivered(
     chat_id: str, body: SeqIn, user: CurrentUser, services: ServicesDep
 ) -> Response:
     """As the WebSocket `delivered` frame: raises `last_delivered_seq`, never lowers it."""
-    await services.chats.mark_delivered(me=user, chat_id=chat_id, seq=body.seq)
+    await services.markers.mark(me=user, chat_id=chat_id, seq=body.seq, read=False)
     return Response(status_code=204)
 
 
