@@ -29,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from reverb.realtime.wsserver import ReverbWebSocketProtocol
+    from reverb.realtime.transport import FrameWriting
 
     overrides: dict[str, object] = {}
     if args.host is not None:
@@ -60,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         # The API contract: frames over 64 KiB close with 1009; pings every 25 s.
-        ws=ReverbWebSocketProtocol,
+        ws=FrameWriting,
         ws_max_size=64 * 1024,
         ws_per_message_deflate=settings.ws_compression,
         ws_ping_interval=settings.ws_ping_interval_seconds,

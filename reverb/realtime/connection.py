@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from reverb.domain.events import Envelope
 from reverb.metrics import EVENTS_DELIVERED, GAP_FILLS, WS_CLOSES
 from reverb.realtime.protocol import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED
+from reverb.realtime.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,6 @@ REPLAY_PAGE = 500
 # Marks a connection whose socket failed under the writer: nothing more is queued for it.
 CLOSE_GONE = 1006
 
-SendText = Callable[[str], Awaitable[None]]
-# Writes a text frame to the socket at once, or returns False when it cannot (then SendText).
-WriteNow = Callable[[str], bool]
-WriteManyNow = Callable[[list[str]], bool]
-Close = Callable[[int, str], Awaitable[None]]
 # (chat_id, after, before) -> the logged events in between, oldest first
 ReadLog = Callable[[str, int, int | None], Awaitable[list[Envelope]]]
 
@@ -59,22 +55,18 @@ class Connection:
         self,
         *,
         user_id: str,
-        send_text: SendText,
-        close: Close,
+        transport: Transport,
         read_log: ReadLog,
         max_queue: int,
         on_left: Callable[[Connection, str], None],
-        writers: tuple[WriteNow | None, WriteManyNow | None] = (None, None),
     ) -> None:
         self.user_id = user_id
         self.positions: dict[str, int] = {}  # chat -> last seq sent (or to start after)
-        self._send_text = send_text
-        self._close = close
+        self._transport = transport
         self._read_log = read_log
         self._max_queue = max_queue
         self._on_left = on_left
         self._queue: deque[Item] = deque()
-        self._write_now, self._write_many = writers
         # The writer task runs only while there is something queued (an idle socket holds no
         # task). Started: the connection is ready to write at all (`start`).
         self._writer: asyncio.Task[None] | None = None
@@ -134,22 +126,23 @@ class Connection:
         takes it now. The big-chat fan-out path: one write per connection instead of one task
         switch. Whatever changes what this connection follows (a removal, a revocation) still
         goes through the writer."""
-        if self._write_now is None or isinstance(item, CatchUp):
+        if isinstance(item, CatchUp):
             return False
+        write_now = self._transport.write_now
         if isinstance(item, Raw):
-            return self._write_now(item.text)
+            return write_now(item.text)
         env = item
         if env.type == "session.revoked" or env.left:
             return False
         if env.seq is None or env.chat_id is None:
-            if not self._write_now(env.data):
+            if not write_now(env.data):
                 return False
             EVENTS_DELIVERED.inc()
             return True
         last = self._unsent(env)
         if last is None:
             return True  # not (or no longer) ours, or already sent: nothing to do
-        if env.seq != last + 1 or not self._write_now(env.data):
+        if env.seq != last + 1 or not write_now(env.data):
             return False
         self._sent_logged(env)
         return True
@@ -192,7 +185,7 @@ class Connection:
         while True:
             if not self._queue:
                 if self.closing is not None:
-                    await self._close(self.closing, self._close_reason)
+                    await self._transport.close(self.closing, self._close_reason)
                 return
             item = self._queue.popleft()
             if isinstance(item, Raw):
@@ -246,8 +239,8 @@ class Connection:
             self._on_left(self, env.chat_id)
 
     async def _send(self, text: str) -> None:
-        if self._write_now is None or not self._write_now(text):
-            await self._send_text(text)
+        if not self._transport.write_now(text):
+            await self._transport.send(text)
 
     async def _catch_up(self, chat_id: str) -> None:
         while (last := self.positions.get(chat_id)) is not None:
@@ -263,12 +256,12 @@ class Connection:
         when the server offers that and the page is plain: contiguous, and not this member's
         own removal (after which nothing more of the chat is sent)."""
         last = self.positions.get(chat_id)
-        if self._write_many is None or last is None or not page:
+        if last is None or not page:
             return False
         for expected, env in enumerate(page, start=last + 1):
             if env.seq != expected or self._own_removal(env):
                 return False
-        if not self._write_many([env.data for env in page]):
+        if not self._transport.write_many_now([env.data for env in page]):
             return False
         EVENTS_DELIVERED.inc(len(page))
         self.positions[chat_id] = last + len(page)

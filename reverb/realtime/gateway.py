@@ -25,8 +25,7 @@ from reverb.domain.users import User
 from reverb.domain.wire import MeView
 from reverb.errors import ErrorCode, ReverbError
 from reverb.metrics import WS_CLOSES, WS_CONNECTIONS
-from reverb.realtime import wsserver
-from reverb.realtime.connection import CatchUp, Connection, Raw, WriteManyNow, WriteNow
+from reverb.realtime.connection import CatchUp, Connection, Raw
 from reverb.realtime.hub import Hub
 from reverb.realtime.protocol import (
     CLOSE_AUTH_TIMEOUT,
@@ -46,6 +45,7 @@ from reverb.realtime.protocol import (
     TypingFrame,
     parse,
 )
+from reverb.realtime.transport import transport_for
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.live import PresenceService, TypingService
@@ -88,12 +88,6 @@ def _frame(kind: str, ref: str | int | None = None, **fields: object) -> str:
 
 def _error(code: str, detail: str, ref: str | int | None = None) -> str:
     return _frame("error", ref, code=code, detail=detail)
-
-
-def _frame_writers(ws: WebSocket) -> tuple[WriteNow | None, WriteManyNow | None]:
-    """The server's direct frame writers, when it offers them (see reverb.realtime.wsserver)."""
-    offered = ws.scope.get("extensions", {}).get(wsserver.SCOPE_KEY)
-    return (offered["write"], offered["write_many"]) if offered else (None, None)
 
 
 WS_PATH = "/ws"
@@ -193,12 +187,10 @@ class Session:
         rt = self.rt
         conn = Connection(
             user_id=user.id,
-            send_text=self.ws.send_text,
-            close=self._close,
+            transport=transport_for(self.ws),
             read_log=rt.chats.log_between,
             max_queue=rt.settings.ws_queue_size,
             on_left=rt.hub.detach,
-            writers=_frame_writers(self.ws),
         )
         # `ready` is the first frame; the writer starts only once the connection follows its
         # chats, so every event committed after a client sees `ready` reaches it.

@@ -7,8 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -42,17 +42,26 @@ def server_env(database_url: str, **settings: str) -> dict[str, str]:
     }
 
 
-@contextmanager
 def reverb_serve(
     cwd: Path, env: Mapping[str, str] | None = None, *args: str
-) -> Iterator[tuple[str, Path]]:
+) -> AbstractContextManager[tuple[str, Path]]:
     """Start `reverb serve` on a free port; yield its base URL and log file; stop it after."""
+    return server_process(
+        cwd, env, lambda port: [sys.executable, "-m", "reverb", "serve", "--port", str(port), *args]
+    )
+
+
+@contextmanager
+def server_process(
+    cwd: Path, env: Mapping[str, str] | None, argv: Callable[[int], list[str]]
+) -> Iterator[tuple[str, Path]]:
+    """Start the server `argv(port)` runs on a free port; yield its base URL and log file."""
     port = free_port()
     log_path = cwd / f"server-{port}.log"
     full_env = {**base_env(), **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "reverb", "serve", "--port", str(port), *args],
+            argv(port),
             cwd=cwd,
             env=full_env,
             stdout=log,

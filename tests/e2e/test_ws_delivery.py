@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from reverb.domain.events import LOGGED_TYPES
 from tests.conftest import REDIS_TEST_URL
-from tests.e2e.server import reverb_serve, server_env
+from tests.e2e.server import reverb_serve, server_env, server_process
 from tests.e2e.wsclient import Json, WsClient, raw_connect, raw_send_text
 from tests.helpers import events, group, register, send
 
@@ -110,6 +111,14 @@ def test_ordering_with_compression(tmp_path: Path, database_url: str) -> None:
     with servers(tmp_path, database_url, 1, ws_compression="true", **FAST) as urls:
         assert "permessage-deflate" in (asyncio.run(_negotiated_extensions(urls[0])) or "")
         asyncio.run(_ordering(urls))
+
+
+def test_ordering_under_plain_uvicorn(tmp_path: Path, database_url: str) -> None:
+    # Started as `uvicorn reverb.app:factory`: frames go the ASGI way, same guarantees.
+    env = server_env(database_url, **FAST)
+    argv = [sys.executable, "-m", "uvicorn", "reverb.app:factory", "--factory", "--port"]
+    with server_process(tmp_path, env, lambda port: [*argv, str(port)]) as (url, _):
+        asyncio.run(_ordering([url]))
 
 
 def test_ordering_two_processes_with_redis(tmp_path: Path, database_url: str) -> None:

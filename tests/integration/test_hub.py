@@ -29,6 +29,7 @@ from reverb.realtime.bus.memory import MemoryBus
 from reverb.realtime.connection import Connection, Raw
 from reverb.realtime.hub import REORDER_WAIT_S, Hub
 from reverb.realtime.protocol import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED
+from reverb.realtime.transport import Transport
 from tests.helpers import events, group, register, send
 
 WAIT_S = 5.0  # upper bound for anything that should happen promptly
@@ -39,7 +40,7 @@ Session = dict[str, Any]
 # --- the rig -----------------------------------------------------------------------------------
 
 
-class Peer:
+class Peer(Transport):
     """A connection whose socket is a list: what it sent, and how it was closed."""
 
     def __init__(self, world: World, user: Session, max_queue: int, blocked: bool) -> None:
@@ -53,21 +54,20 @@ class Peer:
         self._changed = asyncio.Event()
         self.conn = Connection(
             user_id=self.user_id,
-            send_text=self._send_text,
-            close=self._close,
+            transport=self,
             read_log=world.read_log,
             max_queue=max_queue,
             on_left=world.hub.detach,
         )
         self.conn.start()
 
-    async def _send_text(self, text: str) -> None:
+    async def send(self, text: str) -> None:
         self.sending.set()
         await self.unblock.wait()
         self.sent.append(text)
         self._changed.set()
 
-    async def _close(self, code: int, reason: str) -> None:
+    async def close(self, code: int, reason: str) -> None:
         self.closes.append(code)
         self._changed.set()
 
