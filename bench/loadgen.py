@@ -10,8 +10,11 @@ up are not counted.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -474,6 +477,95 @@ async def fill(spec: Spec) -> Spec:
     return {"last_seq": last, "messages_per_s": round(spec["count"] / took, 1)}
 
 
+async def hang(spec: Spec) -> Spec:
+    """One sender at a fixed rate into a group whose members are on two processes; Redis is
+    stopped (SIGSTOP, the PID the orchestrator started) for `pause_s` in the middle. Sends
+    must not wait on it; every member must get every message once Redis runs again."""
+    sent: dict[str, int] = {}  # client id -> when it was sent
+    got: dict[str, list[int]] = {}  # client id -> when each member received it
+    dupes = 0
+
+    def on_event(peer: Peer, event: Spec, t: int) -> None:
+        nonlocal dupes
+        if event.get("type") == "message.created":
+            key = event["message"]["client_id"]
+            seen = got.setdefault(key, [])
+            seen.append(t)
+            tag: Spec = peer.tag  # type: ignore[assignment]
+            if tag.setdefault("seen", set()) & {key}:
+                dupes += 1
+            tag["seen"].add(key)
+
+    conns = spec["conns"]
+    peers: list[Peer] = []
+    for server in {c["server"] for c in conns}:
+        part = [c for c in conns if c["server"] == server]
+        peers += await connect_all(
+            {**spec, "target": {**spec["target"], "ws_url": server}}, part, on_event
+        )
+    await until_quiet(spec["target"]["pids"])
+    sender = next(p for p in peers if p.tag["sender"])  # type: ignore[index]
+    chat = conns[0]["chats"][0]
+    interval = 1 / spec["rate"]
+    total_s = spec["before_s"] + spec["pause_s"] + spec["after_s"]
+    acks: list[asyncio.Future[Spec]] = []
+    acked_at: dict[str, int] = {}
+
+    def when_acked(key: str, _ack: asyncio.Future[Spec]) -> None:
+        acked_at[key] = time.monotonic_ns()
+
+    paused_at = resumed_at = 0
+    start = time.monotonic()
+    window = Window(spec["target"]["pids"])
+    try:
+        for i in range(int(total_s * spec["rate"])):
+            delay = start + i * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elapsed = time.monotonic() - start
+            if not paused_at and elapsed >= spec["before_s"]:
+                os.kill(spec["redis_pid"], signal.SIGSTOP)
+                paused_at = time.monotonic_ns()
+            if paused_at and not resumed_at and elapsed >= spec["before_s"] + spec["pause_s"]:
+                os.kill(spec["redis_pid"], signal.SIGCONT)
+                resumed_at = time.monotonic_ns()
+            key = f"h{i}"
+            sent[key] = time.monotonic_ns()
+            ack = sender.request(send_frame(chat, key, key))
+            ack.add_done_callback(functools.partial(when_acked, key))
+            acks.append(ack)
+    finally:
+        if paused_at and not resumed_at:
+            os.kill(spec["redis_pid"], signal.SIGCONT)
+            resumed_at = time.monotonic_ns()
+    answers = await asyncio.wait_for(asyncio.gather(*acks), 60)
+    acked = sum(1 for a in answers if a.get("type") == "ack")
+    # Wait (bounded) until every member has every message.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(len(got.get(k, ())) >= len(peers) for k in sent):
+        await asyncio.sleep(0.01)
+    stats = window.close()
+    during = [k for k, t in sent.items() if paused_at <= t < resumed_at]
+    ack_latency = [acked_at[k] - sent[k] for k in during if k in acked_at]
+    # Until the last member has the last message sent while Redis was stopped.
+    caught_up = max((max(got.get(k, [0])) for k in during), default=resumed_at) - resumed_at
+    for p in peers:
+        p.close()
+    return {
+        "members": len(peers),
+        "rate_msgs_per_s": spec["rate"],
+        "pause_s": spec["pause_s"],
+        "sent": len(sent),
+        "acked": acked,
+        "sent_during_pause": len(during),
+        "ack_during_pause_ms": ms(ack_latency),
+        "complete": sum(1 for k in sent if len(got.get(k, ())) >= len(peers)),
+        "duplicates": dupes,
+        "last_delivery_after_resume_ms": round(caught_up / 1e6, 1),
+        **stats,
+    }
+
+
 SCENARIOS: dict[str, Callable[[Spec], Awaitable[Spec]]] = {
     "send": send,
     "fanout": fanout,
@@ -482,6 +574,7 @@ SCENARIOS: dict[str, Callable[[Spec], Awaitable[Spec]]] = {
     "history": history,
     "resume": resume,
     "fill": fill,
+    "hang": hang,
 }
 
 

@@ -53,6 +53,9 @@ class Sizes:
     two_process_members: int = 200
     two_process_rate: int = 20
     two_process_s: float = 5.0
+    hang_members: int = 200
+    hang_rate: int = 100
+    hang_pause_s: float = 10.0
 
 
 FULL = Sizes()
@@ -77,6 +80,9 @@ SMOKE = Sizes(
     two_process_members=4,
     two_process_rate=10,
     two_process_s=0.5,
+    hang_members=4,
+    hang_rate=20,
+    hang_pause_s=0.5,
 )
 
 
@@ -92,6 +98,7 @@ class Plan:
         "history",
         "resume",
         "two-process",
+        "redis-hang",
     )
     profile: Path | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="reverb-bench-")))
@@ -208,13 +215,13 @@ def database_url(plan: Plan, kind: str, name: str) -> str:
 
 
 @contextmanager
-def redis_server(plan: Plan) -> Iterator[str]:
+def redis_server(plan: Plan) -> Iterator[RedisServer]:
     """A redis-server of the run's own (the tests' helper), stopped by its PID afterwards."""
     server = RedisServer(free_port(), plan.workdir)
     server.start()
     try:
         asyncio.run(server.wait_ready())
-        yield server.url
+        yield server
     finally:
         server.kill()
 
@@ -424,9 +431,9 @@ def run_resume(plan: Plan, server: Server, world: World) -> dict[str, Any]:
 
 def run_two_process(plan: Plan, db_kind: str) -> dict[str, Any]:
     s = plan.sizes
-    with redis_server(plan) as redis_url:
+    with redis_server(plan) as redis:
         url = database_url(plan, db_kind, "reverb_bench_two")
-        env = reverb_env(url, plan.workdir / "media-two", redis_url)
+        env = reverb_env(url, plan.workdir / "media-two", redis.url)
         a = start_reverb(plan, "reverb-a", env)
         b = start_reverb(plan, "reverb-b", env)
         try:
@@ -459,6 +466,39 @@ def run_two_process(plan: Plan, db_kind: str) -> dict[str, Any]:
         "other_process_p50_ms": other,
         "extra_p50_ms": extra,
     }
+
+
+def run_hang(plan: Plan, db_kind: str) -> dict[str, Any]:
+    """Sends while Redis is stopped (SIGSTOP) between two processes: the acks during it, and
+    how long after it every member has every message."""
+    s = plan.sizes
+    with redis_server(plan) as redis:
+        url = database_url(plan, db_kind, "reverb_bench_hang")
+        env = reverb_env(url, plan.workdir / "media-hang", redis.url)
+        a = start_reverb(plan, "reverb-hang-a", env)
+        b = start_reverb(plan, "reverb-hang-b", env)
+        try:
+            world = set_up(plan, a)
+            conns = big_chat_conns(plan, world, s.hang_members)
+            for i, c in enumerate(conns):
+                c.update(server=(a if i % 2 == 0 else b).ws_url, sender=i == 0)
+            result = loadgen(
+                plan,
+                {
+                    "scenario": "hang",
+                    "target": target(a, a, b),
+                    "conns": conns,
+                    "rate": s.hang_rate,
+                    "before_s": s.warmup_s,
+                    "pause_s": s.hang_pause_s,
+                    "after_s": s.warmup_s,
+                    "redis_pid": redis.pid,
+                },
+            )
+        finally:
+            a.stop()
+            b.stop()
+    return {**result, "database": db_kind}
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -505,6 +545,10 @@ def run(plan: Plan) -> dict[str, Any]:
         db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
         plan.say(f"two Reverb processes with Redis on {db_kind}")
         out["two-process"] = run_two_process(plan, db_kind)
+    if "redis-hang" in wanted:
+        db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
+        plan.say(f"Redis stopped under sends, two processes on {db_kind}")
+        out["redis-hang"] = run_hang(plan, db_kind)
     shutil.rmtree(plan.workdir, ignore_errors=True)
     return out
 

@@ -60,6 +60,11 @@ class RedisServer:
             self._proc.wait(timeout=WAIT_S)
             self._proc = None
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
     def pause(self) -> None:
         """Stop the process without ending it (SIGSTOP): connections stay open and unanswered,
         as with a hung or swapped-out Redis."""

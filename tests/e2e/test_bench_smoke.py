@@ -88,6 +88,13 @@ def test_two_processes_deliver_across(smoke: dict) -> None:  # type: ignore[type
     assert two["same_process_p50_ms"] is not None and two["other_process_p50_ms"] is not None
 
 
+def test_redis_hang_delivers_everything_once(smoke: dict) -> None:  # type: ignore[type-arg]
+    hang = smoke["results"]["redis-hang"]
+    assert hang["sent"] == hang["acked"] == hang["complete"] > 0
+    assert hang["sent_during_pause"] > 0 and hang["ack_during_pause_ms"]["max"] is not None
+    assert hang["duplicates"] == 0
+
+
 def test_report_and_plot_are_written(smoke: dict) -> None:  # type: ignore[type-arg]
     assert "| send (" in smoke["report"] and "bench:end" in smoke["report"]
     assert smoke["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
