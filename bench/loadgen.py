@@ -477,6 +477,65 @@ async def fill(spec: Spec) -> Spec:
     return {"last_seq": last, "messages_per_s": round(spec["count"] / took, 1)}
 
 
+async def markers(spec: Spec) -> Spec:
+    """A fixed rate of messages into the big chat, first with nobody marking, then with every
+    member sending `read` for each message it gets: server CPU per message, both ways."""
+    reading = False
+    received = 0
+
+    def on_event(peer: Peer, event: Spec, _t: int) -> None:
+        nonlocal received
+        if event.get("type") == "message.created":
+            received += 1
+            if reading:
+                peer.send({"type": "read", "chat_id": event["chat_id"], "seq": event["seq"]})
+
+    peers = await connect_all(spec, spec["conns"], on_event)
+    await until_quiet(spec["target"]["pids"])
+    sender = peers[0]
+    chat = spec["conns"][0]["chats"][0]
+
+    async def level(tag: str) -> Spec:
+        count = int(spec["rate"] * spec["duration_s"])
+        r0 = received
+        window = Window(spec["target"]["pids"])
+        start = time.monotonic()
+        acks = []
+        for i in range(count):
+            delay = start + i / spec["rate"] - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            acks.append(sender.request(send_frame(chat, f"{tag}{i}", f"{tag}-{i}")))
+        await asyncio.wait_for(asyncio.gather(*acks), 30)
+        deadline = time.monotonic() + 10
+        while received - r0 < count * len(peers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await until_quiet(spec["target"]["pids"], limit_s=10)  # the markers' writes and fan-out
+        stats = window.close()
+        return {
+            "messages": count,
+            "received": received - r0,
+            "server_cpu_us_per_message": round(stats["server_cpu_s"] / count * 1e6, 1),
+            **stats,
+        }
+
+    plain = await level("p")
+    reading = True
+    marked = await level("r")
+    closed = sum(1 for p in peers if p.closed.done())
+    for p in peers:
+        p.close()
+    ratio = marked["server_cpu_us_per_message"] / plain["server_cpu_us_per_message"]
+    return {
+        "members": len(peers),
+        "rate_msgs_per_s": spec["rate"],
+        "without_markers": plain,
+        "with_markers": marked,
+        "cpu_ratio": round(ratio, 2),
+        "closed_during_run": closed,
+    }
+
+
 async def hang(spec: Spec) -> Spec:
     """One sender at a fixed rate into a group whose members are on two processes; Redis is
     stopped (SIGSTOP, the PID the orchestrator started) for `pause_s` in the middle. Sends
@@ -575,6 +634,7 @@ SCENARIOS: dict[str, Callable[[Spec], Awaitable[Spec]]] = {
     "resume": resume,
     "fill": fill,
     "hang": hang,
+    "markers": markers,
 }
 
 

@@ -165,6 +165,14 @@ def summary(r: Doc) -> list[str]:
             f"across processes, p50 ms | {_fmt(extra, 2)} | | | ≤ 2 | "
             f"{_verdict(None if extra is None else extra <= 2)} |"
         )
+    for db in ("sqlite", "postgres"):
+        m = _get(r, f"reverb-{db}", "markers")
+        if m:
+            rows.append(
+                f"| read markers ({db}): each of {m['members']:,} members reads each message "
+                f"| server CPU per message ÷ the same sends unread | {_fmt(m['cpu_ratio'], 2)} "
+                f"| | | ≤ 2 | {_verdict(m['cpu_ratio'] <= 2 and not m['closed_during_run'])} |"
+            )
     hang = r.get("redis-hang")
     if hang:
         p99 = hang["ack_during_pause_ms"]["p99"]

@@ -56,6 +56,9 @@ class Sizes:
     hang_members: int = 200
     hang_rate: int = 100
     hang_pause_s: float = 10.0
+    markers_members: int = 1000
+    markers_rate: int = 5
+    markers_s: float = 5.0
 
 
 FULL = Sizes()
@@ -83,6 +86,9 @@ SMOKE = Sizes(
     hang_members=4,
     hang_rate=20,
     hang_pause_s=0.5,
+    markers_members=6,
+    markers_rate=10,
+    markers_s=0.5,
 )
 
 
@@ -99,6 +105,7 @@ class Plan:
         "resume",
         "two-process",
         "redis-hang",
+        "markers",
     )
     profile: Path | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="reverb-bench-")))
@@ -287,6 +294,20 @@ def run_fanout(plan: Plan, server: Server, world: World | None) -> dict[str, Any
             "senders": s.fanout_senders,
             "warmup_s": s.warmup_s,
             "duration_s": s.fanout_s,
+        },
+    )
+
+
+def run_markers(plan: Plan, server: Server, world: World | None) -> dict[str, Any]:
+    s = plan.sizes
+    return loadgen(
+        plan,
+        {
+            "scenario": "markers",
+            "target": target(server),
+            "conns": big_chat_conns(plan, world, s.markers_members),
+            "rate": s.markers_rate,
+            "duration_s": s.markers_s,
         },
     )
 
@@ -528,7 +549,7 @@ def run(plan: Plan) -> dict[str, Any]:
             out[key] = {}
             # Fan-out, latency and connections cost the same on either database (a send is one
             # commit whatever the chat's size): they run on the first database only.
-            per_db = ["send", "history", "resume"]
+            per_db = ["send", "history", "resume", "markers"]
             if db_kind == plan.databases[0]:
                 per_db += ["fanout", "latency", "connections"]
             for scenario in [n for n in plan.scenarios if n in per_db]:
@@ -537,6 +558,8 @@ def run(plan: Plan) -> dict[str, Any]:
                     out[key][scenario] = run_history(plan, server, world, url)
                 elif scenario == "resume":
                     out[key][scenario] = run_resume(plan, server, world)
+                elif scenario == "markers":
+                    out[key][scenario] = run_markers(plan, server, world)
                 else:
                     out[key][scenario] = RAW_RUNNERS[scenario](plan, server, world)
         finally:

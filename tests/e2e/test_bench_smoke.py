@@ -78,6 +78,9 @@ def test_history_and_resume_are_complete(smoke: dict) -> None:  # type: ignore[t
     for chat in ours["history"]["chats"].values():
         assert chat["pages"] > 0 and chat["failures"] == 0
     assert ours["resume"]["incomplete"] == 0
+    for level in ("without_markers", "with_markers"):
+        m = ours["markers"][level]
+        assert m["received"] == m["messages"] * ours["markers"]["members"] > 0
     assert ours["resume"]["ms"]["max"] is not None
 
 
