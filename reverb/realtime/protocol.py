@@ -8,18 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
+import msgspec
 import orjson
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    TypeAdapter,
-    ValidationError,
-    field_validator,
-)
+from msgspec import Meta
 
 # Close codes (RFC 6455 leaves 4000-4999 to applications): the HTTP status they echo.
 CLOSE_UNAUTHORIZED = 4401  # bad, expired or revoked token
@@ -27,65 +20,73 @@ CLOSE_AUTH_TIMEOUT = 4408  # no auth frame in time
 CLOSE_TOO_SLOW = 4013  # the outgoing queue overflowed; resume with `since`
 CLOSE_FLOODING = 4429  # kept sending over the rate limit
 
-Ref = Annotated[str, StringConstraints(max_length=128)] | int
-ChatId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Seq = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Ref = Annotated[str, Meta(max_length=128)] | int
+ChatId = Annotated[str, Meta(min_length=1, max_length=64)]
+Seq = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 MAX_SINCE = 10_000  # chats one auth frame may name
 
 
-class Frame(BaseModel):
-    # Unknown fields are ignored, so newer clients keep working against this server.
-    # Strict: JSON `true` is not the number 1, nor "5" a seq.
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) for k in value)
+    return False
+
+
+class Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """A client frame, parsed in one pass from its JSON text into a typed struct: strict (JSON
+    `true` is not the number 1, nor "5" a seq); unknown fields are ignored, so newer clients
+    keep working against this server; `type` is the tag that picks the struct."""
+
     ref: Ref | None = None
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: object) -> object:
+    def __post_init__(self) -> None:
         # PostgreSQL text cannot hold NUL: refuse it as a bad frame, not a database error.
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
+        for name in self.__struct_fields__:
+            if _has_nul(getattr(self, name)):
+                raise ValueError(f"`{name}` must not contain NUL characters")
+
+    @property
+    def type(self) -> str:
+        return str(self.__struct_config__.tag)
 
 
-class AuthFrame(Frame):
-    type: Literal["auth"]
-    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
-    since: Annotated[dict[ChatId, Seq], Field(max_length=MAX_SINCE)] = Field(default_factory=dict)
+class AuthFrame(Frame, frozen=True, tag="auth"):
+    token: Annotated[str, Meta(min_length=1, max_length=4096)]
+    since: Annotated[dict[ChatId, Seq], Meta(max_length=MAX_SINCE)] = {}
 
 
-class SendFrame(Frame):
-    type: Literal["message.send"]
+class SendFrame(Frame, frozen=True, tag="message.send"):
     chat_id: ChatId
     content: str
-    client_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    client_id: Annotated[str, Meta(min_length=1, max_length=128)]
     reply_to_id: ChatId | None = None
-    attachment_ids: Annotated[list[ChatId], Field(max_length=100)] = Field(default_factory=list)
+    attachment_ids: Annotated[list[ChatId], Meta(max_length=100)] = []
 
 
-class TypingFrame(Frame):
-    type: Literal["typing"]
+class TypingFrame(Frame, frozen=True, tag="typing"):
     chat_id: ChatId
 
 
-class ReadFrame(Frame):
-    type: Literal["read"]
+class ReadFrame(Frame, frozen=True, tag="read"):
     chat_id: ChatId
     seq: Seq
 
 
-class DeliveredFrame(Frame):
-    type: Literal["delivered"]
+class DeliveredFrame(Frame, frozen=True, tag="delivered"):
     chat_id: ChatId
     seq: Seq
 
 
-class PingFrame(Frame):
-    type: Literal["ping"]
+class PingFrame(Frame, frozen=True, tag="ping"):
+    pass
 
 
 ClientFrame = AuthFrame | SendFrame | TypingFrame | ReadFrame | DeliveredFrame | PingFrame
-_frames: TypeAdapter[ClientFrame] = TypeAdapter(Annotated[ClientFrame, Field(discriminator="type")])
+_frames = msgspec.json.Decoder(ClientFrame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,21 +99,22 @@ class BadFrame:
 
 def parse(text: str) -> ClientFrame | BadFrame:
     try:
-        # orjson refuses nesting deeper than 1024 levels, so hostile JSON costs one bounded pass.
-        raw = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return BadFrame("the frame is not valid JSON")
+        return _frames.decode(text)
+    except msgspec.ValidationError as exc:
+        detail = str(exc)
+    except (msgspec.DecodeError, RecursionError, UnicodeEncodeError):
+        # Deeply nested JSON in an ignored field ends at the recursion limit: bounded work.
+        return BadFrame("the frame is not valid JSON (or nested too deeply)")
+    # The slow path, for a bad frame only: what to echo (its ref) and what it claimed to be.
+    try:
+        raw: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:  # numbers out of range (1e999, integers over 64 bits)
+        return BadFrame(f"the frame is not valid JSON here: {detail}")
     ref = raw.get("ref") if isinstance(raw, dict) else None
     if not isinstance(ref, str | int) or isinstance(ref, bool):
         ref = None  # only a string or an integer ref is echoed
-    try:
-        return _frames.validate_python(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "frame"
-        kind = raw.get("type") if isinstance(raw, dict) else None
-        detail = f"{where}: {first.get('msg', 'invalid')}"
-        return BadFrame(detail, ref, type=kind if isinstance(kind, str) else None)
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    return BadFrame(detail, ref, type=kind if isinstance(kind, str) else None)
 
 
 class State(Enum):
