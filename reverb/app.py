@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
@@ -46,8 +47,17 @@ RFC 9457 problem (`application/problem+json`) with a stable `code`.
 
 def build_services(settings: Settings) -> Services:
     db = Database(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-    bus: Bus = RedisBus(redis) if redis is not None else MemoryBus()
+    redis: Redis | None = None
+    bus: Bus = MemoryBus()
+    if settings.redis_url and settings.redis_cluster:
+        # Presence, typing and health use single-key commands and pipelines, which the cluster
+        # client offers with the same signatures (it routes each key to its node); it is not a
+        # subclass of the single-node client they are typed with.
+        redis = cast(Redis, RedisCluster.from_url(settings.redis_url))
+        bus = RedisBus(settings.redis_url, cluster=True)
+    elif settings.redis_url:
+        redis = Redis.from_url(settings.redis_url)
+        bus = RedisBus(settings.redis_url)
     log = EventLog(bus=bus)
     presence = PresenceService(db=db, bus=bus, redis=redis, ttl=settings.presence_ttl_seconds)
     return Services(

@@ -60,11 +60,16 @@ class RedisServer:
             self._proc = None
 
     async def wait_ready(self) -> None:
+        assert self._proc is not None
+        await self.wait_ready_pid([self._proc])
+
+    async def wait_ready_pid(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        """Answers PING, while none of `procs` (the processes behind it) exited."""
         probe = Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=0.5)
         try:
             async with asyncio.timeout(WAIT_S):
                 while True:
-                    assert self._proc is not None and self._proc.poll() is None, "exited"
+                    assert all(p.poll() is None for p in procs), "exited"
                     try:
                         if await probe.ping():
                             return
@@ -83,3 +88,96 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+class RedisClusterServers:
+    """Three redis-server processes of a test's own, made into one Redis Cluster (every slot
+    on one of the three primaries, no replicas), on free ports; stopped by the PIDs started."""
+
+    SIZE = 3
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self.ports = [free_port() for _ in range(self.SIZE)]
+        self.url = f"redis://127.0.0.1:{self.ports[0]}"
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        for port in self.ports:
+            node_dir = self._workdir / f"node-{port}"
+            node_dir.mkdir()
+            self._procs.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(port),
+                        # The cluster bus port, free as well (the default, port + 10000, may
+                        # be taken or out of range).
+                        "--cluster-port",
+                        str(free_port()),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(node_dir / "nodes.conf"),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(node_dir),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port in self.ports:
+            asyncio.run(RedisServer(port, self._workdir).wait_ready_pid(self._procs))
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=WAIT_S,
+        )
+        asyncio.run(self._wait_cluster_ok())
+
+    async def _wait_cluster_ok(self) -> None:
+        """Every node sees every slot covered (`cluster_state:ok`)."""
+        async with asyncio.timeout(WAIT_S * 3):
+            for port in self.ports:
+                node = Redis(host="127.0.0.1", port=port, socket_timeout=1)
+                try:
+                    while True:
+                        info = await node.execute_command("CLUSTER", "INFO")
+                        text = info.decode() if isinstance(info, bytes) else str(info)
+                        if "cluster_state:ok" in text:
+                            break
+                        await asyncio.sleep(0.05)  # poll interval, bounded by the timeout
+                finally:
+                    await node.aclose()
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            proc.kill()
+            proc.wait(timeout=WAIT_S)
+        self._procs = []
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
