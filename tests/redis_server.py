@@ -4,12 +4,15 @@ free port, never on the shared 6379, and is stopped only by the PID it started."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -60,16 +63,11 @@ class RedisServer:
             self._proc = None
 
     async def wait_ready(self) -> None:
-        assert self._proc is not None
-        await self.wait_ready_pid([self._proc])
-
-    async def wait_ready_pid(self, procs: list[subprocess.Popen[bytes]]) -> None:
-        """Answers PING, while none of `procs` (the processes behind it) exited."""
         probe = Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=0.5)
         try:
             async with asyncio.timeout(WAIT_S):
                 while True:
-                    assert all(p.poll() is None for p in procs), "exited"
+                    assert self._proc is not None and self._proc.poll() is None, "exited"
                     try:
                         if await probe.ping():
                             return
@@ -134,7 +132,7 @@ class RedisClusterServers:
                 )
             )
         for port in self.ports:
-            asyncio.run(RedisServer(port, self._workdir).wait_ready_pid(self._procs))
+            self._wait(port, lambda node: bool(node.ping()))
         subprocess.run(
             [
                 "redis-cli",
@@ -149,22 +147,25 @@ class RedisClusterServers:
             capture_output=True,
             timeout=WAIT_S,
         )
-        asyncio.run(self._wait_cluster_ok())
+        for port in self.ports:
+            # Every node sees every slot covered.
+            self._wait(port, lambda node: node.cluster("info").get("cluster_state") == "ok")
 
-    async def _wait_cluster_ok(self) -> None:
-        """Every node sees every slot covered (`cluster_state:ok`)."""
-        async with asyncio.timeout(WAIT_S * 3):
-            for port in self.ports:
-                node = Redis(host="127.0.0.1", port=port, socket_timeout=1)
-                try:
-                    while True:
-                        info = await node.execute_command("CLUSTER", "INFO")
-                        text = info.decode() if isinstance(info, bytes) else str(info)
-                        if "cluster_state:ok" in text:
-                            break
-                        await asyncio.sleep(0.05)  # poll interval, bounded by the timeout
-                finally:
-                    await node.aclose()
+    def _wait(self, port: int, ready: Callable[[SyncRedis], bool]) -> None:
+        """Polls one node until `ready`, while none of the processes exited. Synchronous: the
+        fixture may be set up from inside a running event loop."""
+        node = SyncRedis(host="127.0.0.1", port=port, socket_timeout=0.5)
+        deadline = time.monotonic() + WAIT_S * 3
+        try:
+            while True:
+                assert all(p.poll() is None for p in self._procs), "a node exited"
+                with contextlib.suppress(RedisError, OSError):
+                    if ready(node):
+                        return
+                assert time.monotonic() < deadline, f"node {port} not ready"
+                time.sleep(0.05)  # poll interval, bounded by the deadline
+        finally:
+            node.close()
 
     def stop(self) -> None:
         for proc in self._procs:
