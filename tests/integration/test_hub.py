@@ -331,6 +331,7 @@ async def test_envelopes_published_on_the_bus_reach_connections(world: World) ->
     chat_id, owner, log = await chat_with_messages(world, 3)
     peer = world.peer(owner)
     world.hub.attach(peer.conn, chat_id, 0)
+    await world.hub.follow(peer.conn)  # the bus brings this process the chat's shard
     for envelope in reversed(log):
         await world.bus.publish(envelope)
     await peer.until_seqs(chat_id, [1, 2, 3])
