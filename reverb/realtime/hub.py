@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from reverb.domain.events import Envelope
 from reverb.metrics import GAP_FILLS
@@ -132,6 +133,10 @@ class Hub:
             topics = {user_topic(conn.user_id), *(chat_topic(c) for c in conn.positions)}
             await self._sub.follow(topics)
 
+    def following(self, topic: str) -> bool:
+        """Whether the bus brings this process the topic now."""
+        return self._sub is not None and self._sub.following(topic)
+
     def _open(self, chat_id: str, pos: int | None) -> _Chat:
         chat = self._chats[chat_id] = _Chat(pos=pos)
         self._want(chat_topic(chat_id))
@@ -166,7 +171,7 @@ class Hub:
         for topic in due:
             del self._unused[topic]
         if due and self._sub is not None:
-            self._spawn(self._sub.unfollow(due))
+            self._sub.unfollow(due)
         if self._unused:
             wait = UNFOLLOW_AFTER_S - (loop.time() - min(self._unused.values()))
             self._sweep = loop.call_later(max(wait, 0.0), self._unfollow_unused)
@@ -195,11 +200,8 @@ class Hub:
             if chat_id in conn.positions:
                 conn.push(CatchUp(chat_id))
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        async def run() -> None:
-            await work
-
-        task = asyncio.create_task(run())
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

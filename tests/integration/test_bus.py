@@ -330,10 +330,27 @@ async def test_unfollowed_shards_go_quiet(bus: Bus) -> None:
     a, b = in_other_shards("chat", 2)
     async with subscribed(bus, frozenset({chat_topic(a), chat_topic(b)})) as sub:
         assert sub.stream is not None
-        await sub.stream.unfollow({chat_topic(a)})
+        sub.stream.unfollow({chat_topic(a)})
         await bus.publish(message(a, 1))
         await bus.publish(message(b, 1))
         assert await sub.next() == message(b, 1)
+        await nothing_more(bus, sub)
+
+
+async def test_a_shard_followed_again_right_after_it_was_let_go_stays_followed(bus: Bus) -> None:
+    (a,) = in_other_shards("chat", 1)
+    async with subscribed(bus, frozenset({chat_topic(a)})) as sub:
+        assert sub.stream is not None
+        sub.stream.unfollow({chat_topic(a)})
+        await sub.follow(chat_topic(a))  # before the server was told, or after: either way
+        assert sub.stream.following(chat_topic(a))
+        await bus.publish(message(a, 1))
+        assert await sub.next() == message(a, 1)
+        sub.stream.unfollow({chat_topic(a)})
+        await nothing_more(bus, sub)  # time for the unsubscription to go out: the other path
+        await sub.follow(chat_topic(a))
+        await bus.publish(message(a, 2))
+        assert await sub.next() == message(a, 2)
         await nothing_more(bus, sub)
 
 

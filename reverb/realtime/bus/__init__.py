@@ -115,8 +115,9 @@ class Subscription(ABC):
         """Whether the topic is followed and confirmed."""
 
     @abstractmethod
-    async def unfollow(self, topics: Collection[str]) -> None:
-        """Stop following topics; nothing more of them is yielded."""
+    def unfollow(self, topics: Collection[str]) -> None:
+        """Stop following topics at once: nothing more of them is yielded (the server is told in
+        the background, unless they are followed again meanwhile)."""
 
 
 class Bus(ABC):

@@ -27,7 +27,7 @@ class _MemorySubscription(Subscription):
     def following(self, topic: str) -> bool:
         return topic in self.topics
 
-    async def unfollow(self, topics: Collection[str]) -> None:
+    def unfollow(self, topics: Collection[str]) -> None:
         self.topics.difference_update(topics)
         self.topics.add(BROADCAST)
 

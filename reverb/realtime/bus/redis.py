@@ -267,6 +267,7 @@ class _RedisSubscription(Subscription):
         self._up = False
         self._lost = asyncio.Event()
         self._asking = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._tried = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
 
@@ -277,6 +278,8 @@ class _RedisSubscription(Subscription):
         await self._tried.wait()
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -404,11 +407,19 @@ class _RedisSubscription(Subscription):
     def following(self, topic: str) -> bool:
         return topic in self._confirmed
 
-    async def unfollow(self, topics: Collection[str]) -> None:
+    def unfollow(self, topics: Collection[str]) -> None:
+        gone = [t for t in topics if t in self._wanted and t != BROADCAST]
+        self._wanted.difference_update(gone)
+        self._confirmed.difference_update(gone)
+        if gone and self._up:
+            task = asyncio.create_task(self._unsubscribe(gone))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _unsubscribe(self, topics: list[str]) -> None:
         async with self._asking:
-            gone = [t for t in topics if t in self._wanted and t != BROADCAST]
-            self._wanted.difference_update(gone)
-            self._confirmed.difference_update(gone)
+            # Followed again since: the follow found it subscribed still, and it stays so.
+            gone = [t for t in topics if t not in self._wanted]
             if not self._up or not gone:
                 return
             by_link: dict[_Link, list[str]] = {}
