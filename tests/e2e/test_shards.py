@@ -40,6 +40,8 @@ def messages_of(frames: list[Json], chat_id: str) -> list[int]:
 
 async def _scenario(one: str, two: str) -> None:
     async with httpx.AsyncClient(base_url=one, timeout=WAIT_S) as http:
+        ready = await http.get("/readyz")  # Redis (or the cluster) answers
+        assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "ok", ready.text
         a, b = await register(http), await register(http)
         chats: list[str] = []
         while len(chats) < CHATS:  # each in a shard of its own
