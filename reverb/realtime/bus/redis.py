@@ -308,7 +308,6 @@ class _RedisSubscription(Subscription):
                 self._queue.put_nowait(Envelope(type=RECONNECTED, data=""))
             failures = 0
             await self._lost.wait()
-            self._up = False
             log.warning("bus: subscription lost")
             BUS_ERRORS.labels("subscribe").inc()
             await self._teardown()
@@ -336,6 +335,7 @@ class _RedisSubscription(Subscription):
 
     def _lose(self, exc: BaseException) -> None:
         log.debug("bus: link lost: %r", exc)
+        self._up = False  # from now on, follow() leaves the topics to the reconnection
         for link in self._links.values():
             link.release()
         self._lost.set()
