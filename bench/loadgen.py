@@ -295,6 +295,82 @@ async def latency(spec: Spec) -> Spec:
     return {"members": len(peers), "levels": results}
 
 
+async def shards(spec: Spec) -> Spec:
+    """Busy groups, each with its members on a process of its own, on one Redis: the CPU of
+    every process while only the first group sends, then while all of them send. A process's
+    bus work should follow its own group's traffic: near nothing while another group is busy,
+    about the same when all are busy as when its own group alone is. A watcher process, whose
+    one connection is a member of every group (it follows every busy shard), shows what the
+    cluster's whole traffic costs a process that decodes all of it."""
+    groups: list[Spec] = spec["groups"]
+    received = [0] * len(groups)
+
+    def on_event(peer: Peer, event: Spec, _t: int) -> None:
+        if event.get("type") == "message.created":
+            received[peer.tag["group"]] += 1  # type: ignore[index]
+
+    senders: list[Peer] = []
+    members = [0] * len(groups)
+    for g, group in enumerate(groups):
+        conns = [{**c, "group": g} for c in group["conns"]]
+        peers = await connect_all(
+            {**spec, "target": {**spec["target"], "ws_url": group["server"]}}, conns, on_event
+        )
+        senders.append(peers[0])
+        members[g] = len(peers)
+    watcher = spec["watcher"]
+    await connect_all(
+        {**spec, "target": {**spec["target"], "ws_url": watcher["server"]}},
+        [{**watcher["conn"], "group": 0}],
+        lambda _p, _e, _t: None,
+    )
+    servers: dict[str, list[int]] = {g["name"]: g["pids"] for g in groups}
+    servers[watcher["name"]] = watcher["pids"]
+    await until_quiet([pid for pids in servers.values() for pid in pids])
+    rate = spec["rate"]
+
+    async def phase(active: list[int], seconds: float, tag: str) -> Spec:
+        windows = {name: Window(pids) for name, pids in servers.items()}
+        count = max(1, int(rate * seconds))
+        expected = [n + (count * members[g] if g in active else 0) for g, n in enumerate(received)]
+        start = time.monotonic()
+        acks = []
+        for i in range(count):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for g in active:
+                frame = send_frame(groups[g]["chat"], f"{tag} {i}", f"{tag}-{g}-{i}")
+                acks.append(senders[g].request(frame))
+        await asyncio.wait_for(asyncio.gather(*acks), 30)
+
+        def missing() -> bool:
+            return any(n < e for n, e in zip(received, expected, strict=True))
+
+        deadline = time.monotonic() + 10
+        while missing() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return {
+            "groups_sending": len(active),
+            "messages_per_group": count,
+            "complete": not missing(),
+            "cpu_s": {name: w.close()["server_cpu_s"] for name, w in windows.items()},
+        }
+
+    await phase(list(range(len(groups))), spec["warmup_s"], "warm")
+    idle = await phase([], spec["duration_s"], "idle")
+    one = await phase([0], spec["duration_s"], "one")
+    every = await phase(list(range(len(groups))), spec["duration_s"], "all")
+    return {
+        "groups": len(groups),
+        "members": members,
+        "rate": rate,
+        "idle": idle,
+        "one": one,
+        "all": every,
+    }
+
+
 async def connections(spec: Spec) -> Spec:
     """Open authenticated sockets and hold them. Several of these processes share the work
     (a process may hold at most 20,000 files here): each prints READY once its share is open,
@@ -635,6 +711,7 @@ SCENARIOS: dict[str, Callable[[Spec], Awaitable[Spec]]] = {
     "fill": fill,
     "hang": hang,
     "markers": markers,
+    "shards": shards,
 }
 
 

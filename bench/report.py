@@ -188,6 +188,15 @@ def summary(r: Doc) -> list[str]:
             f"every member has every message, after Redis runs again | {_fmt(after, 0)} | | | "
             f"≤ 2,000, all, once | {_verdict(after <= 2000 and whole)} |"
         )
+    shards = r.get("shards")
+    if shards:
+        own = shards["own_all_vs_one"]
+        rows.append(
+            f"| shards: {shards['groups']} processes + Redis ({shards['database']}), a busy "
+            f"group on each | a process's CPU, all groups busy ÷ its own alone | {_fmt(own, 2)} "
+            f"| | | ≈ 1 (watcher: {_fmt(shards['watcher_all_vs_one'], 2)}) | "
+            f"{_verdict(None if own is None else own <= 1.5)} |"
+        )
     return rows
 
 
@@ -204,6 +213,26 @@ def details(r: Doc) -> list[str]:
                 f"{scenarios['pause_s']:g} s: {scenarios['sent_during_pause']} sent meanwhile, "
                 f"ack {scenarios['ack_during_pause_ms']}; {scenarios['complete']} of "
                 f"{scenarios['sent']} reached every member, {scenarios['duplicates']} duplicates"
+            )
+            continue
+        if key == "shards":
+            out.append(
+                f"- {scenarios['groups']} groups of {scenarios['members'][0]} members, each on a "
+                f"process of its own, {scenarios['rate']} msg/s per busy group; server CPU s "
+                f"per process (the watcher follows every group):"
+            )
+            for phase in ("idle", "one", "all"):
+                figures = scenarios[phase]
+                out.append(
+                    f"  - {figures['groups_sending']} group(s) sending, complete "
+                    f"{figures['complete']}: {figures['cpu_s']}"
+                )
+            out.append(
+                f"  - quiet processes ÷ the busy one, one group busy: "
+                f"{_fmt(scenarios['others_while_one_busy'], 3)} (idle floor "
+                f"{_fmt(scenarios['others_idle_floor'], 3)}); the first process, all busy ÷ "
+                f"its own alone: {_fmt(scenarios['own_all_vs_one'], 2)}; the watcher, the same: "
+                f"{_fmt(scenarios['watcher_all_vs_one'], 2)}"
             )
             continue
         if key == "two-process":

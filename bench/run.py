@@ -59,6 +59,11 @@ class Sizes:
     markers_members: int = 1000
     markers_rate: int = 5
     markers_s: float = 5.0
+    # Four processes on one Redis, a group of its own on each (see loadgen.shards).
+    shard_groups: int = 4
+    shard_members: int = 50
+    shard_rate: int = 100
+    shard_s: float = 5.0
 
 
 FULL = Sizes()
@@ -89,6 +94,9 @@ SMOKE = Sizes(
     markers_members=6,
     markers_rate=10,
     markers_s=0.5,
+    shard_members=3,
+    shard_rate=20,
+    shard_s=0.5,
 )
 
 
@@ -106,6 +114,7 @@ class Plan:
         "two-process",
         "redis-hang",
         "markers",
+        "shards",
     )
     profile: Path | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="reverb-bench-")))
@@ -522,6 +531,86 @@ def run_hang(plan: Plan, db_kind: str) -> dict[str, Any]:
     return {**result, "database": db_kind}
 
 
+def run_shards(plan: Plan, db_kind: str) -> dict[str, Any]:
+    s = plan.sizes
+    with redis_server(plan) as redis:
+        url = database_url(plan, db_kind, "reverb_bench_shards")
+        env = reverb_env(url, plan.workdir / "media-shards", redis.url)
+        servers = [start_reverb(plan, f"reverb-{i + 1}", env) for i in range(s.shard_groups)]
+        watcher = start_reverb(plan, "watcher", env)
+        try:
+            with httpx.Client(base_url=servers[0].url, timeout=60) as client:
+                users = seed.register(
+                    client, s.shard_groups * s.shard_members + 1, f"s{secrets.token_hex(3)}"
+                )
+                everyone = len(users.ids) - 1  # the watcher, a member of every group
+                groups = []
+                for g, server in enumerate(servers):
+                    own = range(g * s.shard_members, (g + 1) * s.shard_members)
+                    chat = seed.group(
+                        client,
+                        users.tokens[own[0]],
+                        f"busy {g}",
+                        [users.ids[i] for i in own[1:]] + [users.ids[everyone]],
+                    )
+                    groups.append(
+                        {
+                            "name": server.name,
+                            "server": server.ws_url,
+                            "pids": server.pids(),
+                            "chat": chat,
+                            "conns": [{"token": users.tokens[i], "chats": [chat]} for i in own],
+                        }
+                    )
+            all_servers = [*servers, watcher]
+            result = loadgen(
+                plan,
+                {
+                    "scenario": "shards",
+                    "target": target(servers[0], *all_servers),
+                    "groups": groups,
+                    "watcher": {
+                        "name": watcher.name,
+                        "server": watcher.ws_url,
+                        "pids": watcher.pids(),
+                        "conn": {"token": users.tokens[everyone], "chats": []},
+                    },
+                    "rate": s.shard_rate,
+                    "duration_s": s.shard_s,
+                    "warmup_s": s.warmup_s,
+                },
+            )
+        finally:
+            for server in (*servers, watcher):
+                server.stop()
+    return {**result, "database": db_kind, **shard_ratios(result)}
+
+
+def shard_ratios(result: dict[str, Any]) -> dict[str, float | None]:
+    """The figures that say whether a process's bus work follows its own chats' traffic.
+
+    - others_while_one_busy: the mean CPU of the processes whose group is quiet, while the
+      first group is busy, over the first process's CPU then (about 0: they decode nothing of it);
+    - own_all_vs_one: the first process's CPU with every group busy over its CPU with its group
+      alone busy (about 1: the other groups' traffic costs it nothing);
+    - watcher_all_vs_one: the same for the watcher, which follows every group (about the number
+      of groups: what every process would pay if each decoded the whole cluster's traffic).
+    """
+    one, every, idle = result["one"]["cpu_s"], result["all"]["cpu_s"], result["idle"]["cpu_s"]
+    names = [n for n in one if n != "watcher"]
+    first, others = names[0], names[1:]
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 3) if b > 0 else None
+
+    return {
+        "others_while_one_busy": ratio(sum(one[n] for n in others) / len(others), one[first]),
+        "others_idle_floor": ratio(sum(idle[n] for n in others) / len(others), one[first]),
+        "own_all_vs_one": ratio(every[first], one[first]),
+        "watcher_all_vs_one": ratio(every["watcher"], one["watcher"]),
+    }
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -572,6 +661,10 @@ def run(plan: Plan) -> dict[str, Any]:
         db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
         plan.say(f"Redis stopped under sends, two processes on {db_kind}")
         out["redis-hang"] = run_hang(plan, db_kind)
+    if "shards" in wanted:
+        db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
+        plan.say(f"four Reverb processes, a busy group on each, one Redis, on {db_kind}")
+        out["shards"] = run_shards(plan, db_kind)
     shutil.rmtree(plan.workdir, ignore_errors=True)
     return out
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
@@ -56,16 +57,28 @@ REDIS_TIMEOUT_S = 1.0
 
 def build_services(settings: Settings) -> Services:
     db = Database(settings.sqlalchemy_url, pool_size=settings.database_pool_size)
-    redis = (
-        Redis.from_url(
+    redis: Redis | None = None
+    bus: Bus = MemoryBus()
+    if settings.redis_url and settings.redis_cluster:
+        # Presence, typing and health use single-key commands and pipelines, which the cluster
+        # client offers with the same signatures (it routes each key to its node); it is not a
+        # subclass of the single-node client they are typed with.
+        redis = cast(
+            Redis,
+            RedisCluster.from_url(
+                settings.redis_url,
+                socket_timeout=REDIS_TIMEOUT_S,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+            ),
+        )
+        bus = RedisBus(settings.redis_url, cluster=True)
+    elif settings.redis_url:
+        redis = Redis.from_url(
             settings.redis_url,
             socket_timeout=REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
         )
-        if settings.redis_url
-        else None
-    )
-    bus: Bus = RedisBus(redis) if redis is not None else MemoryBus()
+        bus = RedisBus(settings.redis_url)
     publisher = Publisher(Relay(bus))
     log = EventLog(publisher=publisher)
     presence = PresenceService(

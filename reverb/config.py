@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     auto_migrate: bool | None = None
     database_pool_size: int = Field(default=10, ge=1)
     redis_url: str | None = None
+    # REDIS_URL names one node of a Redis Cluster: events go over sharded pub/sub (SPUBLISH and
+    # SSUBSCRIBE), so each node carries only the traffic of the shards whose slots it owns.
+    redis_cluster: bool = False
 
     jwt_secret: SecretStr | None = None
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
@@ -163,6 +166,8 @@ def load_settings(**overrides: object) -> Settings:
     """Read and check the settings; resolve the JWT secret. Raises ConfigError with the reason."""
     settings = Settings(**overrides)  # type: ignore[arg-type]
     settings.sqlalchemy_url  # noqa: B018 -- validates DATABASE_URL now, not at first query
+    if settings.redis_cluster and not settings.redis_url:
+        raise ConfigError("REDIS_CLUSTER=true needs REDIS_URL (the address of one cluster node)")
     if settings.jwt_secret is not None:
         need = MIN_JWT_SECRET_BYTES[settings.jwt_algorithm]
         if len(settings.secret.encode()) < need:

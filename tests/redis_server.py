@@ -4,13 +4,16 @@ free port, never on the shared 6379, and is stopped only by the PID it started."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -99,3 +102,99 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+class RedisClusterServers:
+    """Three redis-server processes of a test's own, made into one Redis Cluster (every slot
+    on one of the three primaries, no replicas), on free ports; stopped by the PIDs started."""
+
+    SIZE = 3
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self.ports = [free_port() for _ in range(self.SIZE)]
+        self.url = f"redis://127.0.0.1:{self.ports[0]}"
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        for port in self.ports:
+            node_dir = self._workdir / f"node-{port}"
+            node_dir.mkdir()
+            self._procs.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(port),
+                        # The cluster bus port, free as well (the default, port + 10000, may
+                        # be taken or out of range).
+                        "--cluster-port",
+                        str(free_port()),
+                        "--bind",
+                        "127.0.0.1",
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        str(node_dir / "nodes.conf"),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        str(node_dir),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for port in self.ports:
+            self._wait(port, lambda node: bool(node.ping()))
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=WAIT_S,
+        )
+        for port in self.ports:
+            # Every node sees every slot covered.
+            self._wait(port, lambda node: node.cluster("info").get("cluster_state") == "ok")
+
+    def _wait(self, port: int, ready: Callable[[SyncRedis], bool]) -> None:
+        """Polls one node until `ready`, while none of the processes exited. Synchronous: the
+        fixture may be set up from inside a running event loop."""
+        node = SyncRedis(host="127.0.0.1", port=port, socket_timeout=0.5)
+        deadline = time.monotonic() + WAIT_S * 3
+        try:
+            while True:
+                assert all(p.poll() is None for p in self._procs), "a node exited"
+                with contextlib.suppress(RedisError, OSError):
+                    if ready(node):
+                        return
+                assert time.monotonic() < deadline, f"node {port} not ready"
+                time.sleep(0.05)  # poll interval, bounded by the deadline
+        finally:
+            node.close()
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            proc.kill()
+            proc.wait(timeout=WAIT_S)
+        self._procs = []
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

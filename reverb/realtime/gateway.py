@@ -218,11 +218,17 @@ class Session:
 
     async def _start(self, conn: Connection, auth: AuthFrame, user: User) -> None:
         """Subscribe first, then read: an event committed meanwhile is either in the replay,
-        or delivered live, or both (the writer drops the copy); never in neither."""
+        or delivered live, or both (the writer drops the copy); never in neither.
+
+        Subscribed means confirmed by the bus: first the user's own topic (a chat they join
+        from now on is announced there), then, once the first read named their chats, those
+        chats' shards; only then are positions read again and replays started."""
         rt = self.rt
+        await rt.hub.follow(conn)
         current = await rt.chats.positions(user_id=user.id)
         for chat_id, last in current.items():
             rt.hub.attach(conn, chat_id, min(auth.since.get(chat_id, last), last))
+        await rt.hub.follow(conn)
         for chat_id, seq in auth.since.items():
             if chat_id in current:
                 if seq < current[chat_id]:

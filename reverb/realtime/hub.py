@@ -1,5 +1,8 @@
 """The hub: one bus subscription per process, fanned out to the connections of this process.
 
+The subscription follows the bus topics (shards) of the chats and users with connections here,
+and lets go of a topic a while after its last connection went (`UNFOLLOW_AFTER_S`).
+
 It keeps, per chat with local connections, the last seq it passed on. Logged events are passed
 on in seq order: a duplicate is dropped; an early one waits briefly for the ones before it (two
 processes may publish in the opposite order to the one they committed in), and if they do not
@@ -11,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from reverb.domain.events import Envelope
 from reverb.metrics import GAP_FILLS
-from reverb.realtime.bus import RECONNECTED, REPAIR, Bus
+from reverb.realtime.bus import RECONNECTED, REPAIR, Bus, Subscription, chat_topic, user_topic
 from reverb.realtime.bus.relay import repaired_chats
 from reverb.realtime.connection import CatchUp, Connection
 
@@ -26,6 +30,9 @@ log = logging.getLogger(__name__)
 # How long an early event waits for the ones before it before they are read from the log.
 # Publishing after commit from two processes reorders by well under a millisecond.
 REORDER_WAIT_S = 0.05
+# How long a topic stays followed after its last local connection went: a user who reconnects,
+# or the next member of that shard to connect, finds it followed still and waits for nothing.
+UNFOLLOW_AFTER_S = 30.0
 
 ReadLog = Callable[[str, int, int | None], Awaitable[list[Envelope]]]
 
@@ -46,6 +53,14 @@ class Hub:
         self._users: dict[str, set[Connection]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._sub: Subscription | None = None
+        self._refs: Counter[str] = Counter()  # topic -> local chats and users in it
+        self._unused: dict[str, float] = {}  # topic -> since when nothing local is in it
+        self._sweep: asyncio.TimerHandle | None = None
+        # Chats a connection was attached to by an event, waiting for their topic to be
+        # followed; then they catch up on what the bus did not bring meanwhile.
+        self._after_follow: dict[str, list[tuple[Connection, str]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -61,11 +76,16 @@ class Hub:
         for chat in self._chats.values():
             if chat.repair is not None:
                 chat.repair.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._sweep is not None:
+            self._sweep.cancel()
 
     async def _run(self) -> None:
-        async with self._bus.subscribe() as stream:
+        async with self._bus.subscribe() as sub:
+            self._sub = sub
             self._ready.set()
-            async for envelope in stream:
+            async for envelope in sub:
                 try:
                     self.dispatch(envelope)
                 except Exception:
@@ -74,7 +94,10 @@ class Hub:
     # --- connections ------------------------------------------------------------------------------
 
     def register(self, conn: Connection) -> None:
-        self._users[conn.user_id].add(conn)
+        users = self._users[conn.user_id]
+        if not users:
+            self._want(user_topic(conn.user_id))
+        users.add(conn)
 
     def unregister(self, conn: Connection) -> None:
         users = self._users.get(conn.user_id)
@@ -82,14 +105,16 @@ class Hub:
             users.discard(conn)
             if not users:
                 del self._users[conn.user_id]
+                self._unwant(user_topic(conn.user_id))
         for chat_id in list(conn.positions):
             self.detach(conn, chat_id)
 
     def attach(self, conn: Connection, chat_id: str, position: int) -> None:
-        """Deliver the chat's logged events after `position` (and its live events) to conn."""
+        """Deliver the chat's logged events after `position` (and its live events) to conn.
+        The bus brings them once the chat's topic is followed (see `follow`)."""
         chat = self._chats.get(chat_id)
         if chat is None:
-            chat = self._chats[chat_id] = _Chat(pos=position)
+            chat = self._open(chat_id, position)
         chat.conns.add(conn)
         conn.positions.setdefault(chat_id, position)
 
@@ -99,9 +124,87 @@ class Hub:
         if chat is not None:
             chat.conns.discard(conn)
             if not chat.conns:
-                if chat.repair is not None:
-                    chat.repair.cancel()
-                del self._chats[chat_id]
+                self._close(chat_id, chat)
+
+    async def follow(self, conn: Connection) -> None:
+        """Returns once the bus brings this process everything published from now on for the
+        connection's user and the chats it is attached to (a new shard is subscribed to and
+        confirmed first). Only then may the gateway read where its chats stand."""
+        if self._sub is not None:
+            topics = {user_topic(conn.user_id), *(chat_topic(c) for c in conn.positions)}
+            await self._sub.follow(topics)
+
+    def following(self, topic: str) -> bool:
+        """Whether the bus brings this process the topic now."""
+        return self._sub is not None and self._sub.following(topic)
+
+    def _open(self, chat_id: str, pos: int | None) -> _Chat:
+        chat = self._chats[chat_id] = _Chat(pos=pos)
+        self._want(chat_topic(chat_id))
+        return chat
+
+    def _close(self, chat_id: str, chat: _Chat) -> None:
+        if chat.repair is not None:
+            chat.repair.cancel()
+        del self._chats[chat_id]
+        self._unwant(chat_topic(chat_id))
+
+    # --- topics -----------------------------------------------------------------------------------
+
+    def _want(self, topic: str) -> None:
+        self._refs[topic] += 1
+        self._unused.pop(topic, None)
+
+    def _unwant(self, topic: str) -> None:
+        self._refs[topic] -= 1
+        if self._refs[topic] > 0:
+            return
+        del self._refs[topic]
+        loop = asyncio.get_running_loop()
+        self._unused[topic] = loop.time()
+        if self._sweep is None:
+            self._sweep = loop.call_later(UNFOLLOW_AFTER_S, self._unfollow_unused)
+
+    def _unfollow_unused(self) -> None:
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        due = [t for t, since in self._unused.items() if loop.time() - since >= UNFOLLOW_AFTER_S]
+        for topic in due:
+            del self._unused[topic]
+        if due and self._sub is not None:
+            self._sub.unfollow(due)
+        if self._unused:
+            wait = UNFOLLOW_AFTER_S - (loop.time() - min(self._unused.values()))
+            self._sweep = loop.call_later(max(wait, 0.0), self._unfollow_unused)
+
+    def _attach_by_event(self, conn: Connection, chat_id: str, position: int) -> None:
+        """`attach` for a chat an event gave the connection (it joined, or created it): its
+        topic may not be followed yet, and what the bus did not bring before it is, the
+        connection reads from the log once it is."""
+        self.attach(conn, chat_id, position)
+        topic = chat_topic(chat_id)
+        sub = self._sub
+        if sub is None or sub.following(topic):
+            return
+        waiting = self._after_follow.get(topic)
+        if waiting is None:
+            waiting = self._after_follow[topic] = []
+            self._spawn(self._follow_then_catch_up(sub, topic))
+        waiting.append((conn, chat_id))
+
+    async def _follow_then_catch_up(self, sub: Subscription, topic: str) -> None:
+        try:
+            await sub.follow((topic,))
+        finally:
+            waiting = self._after_follow.pop(topic, [])
+        for conn, chat_id in waiting:
+            if chat_id in conn.positions:
+                conn.push(CatchUp(chat_id))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- dispatch ---------------------------------------------------------------------------------
 
@@ -119,7 +222,7 @@ class Hub:
             if env.opens is not None:
                 for conn in targets:
                     if env.opens not in conn.positions:
-                        self.attach(conn, env.opens, 0)
+                        self._attach_by_event(conn, env.opens, 0)
             for conn in targets:
                 if conn.user_id != env.exclude:
                     conn.push(env)
@@ -128,7 +231,11 @@ class Hub:
         if chat is None:
             if not any(u in self._users for u in (*env.user_ids, *env.joined)):
                 return  # nobody here cares
-            chat = self._chats[env.chat_id] = _Chat(pos=env.seq - 1)
+            chat = self._open(env.chat_id, env.seq - 1)
+            self._sequence(env.chat_id, chat, env)
+            if not chat.conns and chat.repair is None and self._chats.get(env.chat_id) is chat:
+                self._close(env.chat_id, chat)  # it named users here, none following the chat
+            return
         self._sequence(env.chat_id, chat, env)
 
     def _sequence(self, chat_id: str, chat: _Chat, env: Envelope) -> None:
@@ -155,7 +262,7 @@ class Hub:
         for user_id in env.joined:
             for conn in self._users.get(user_id, ()):
                 if chat_id not in conn.positions:
-                    self.attach(conn, chat_id, env.seq - 1)
+                    self._attach_by_event(conn, chat_id, env.seq - 1)
         # The hot path of a big chat: push to each connection without copying the set first.
         for conn in chat.conns:
             conn.push(env)

@@ -1,7 +1,8 @@
 """The benchmark harness at smoke sizes: every scenario against real server processes (the raw
-reference and Reverb, with Redis for two processes), so the harness keeps working. The figures
-themselves are not checked: benchmarks are not tests. What is checked is that each scenario
-did its work completely (every message acknowledged and delivered, every replay complete)."""
+reference and Reverb, with Redis for two and for four processes), so the harness keeps
+working. The figures themselves are not checked: benchmarks are not tests. What is checked is
+that each scenario did its work completely (every message acknowledged and delivered, every
+replay complete)."""
 
 from __future__ import annotations
 
@@ -96,6 +97,21 @@ def test_redis_hang_delivers_everything_once(smoke: dict) -> None:  # type: igno
     assert hang["sent"] == hang["acked"] == hang["complete"] > 0
     assert hang["sent_during_pause"] > 0 and hang["ack_during_pause_ms"]["max"] is not None
     assert hang["duplicates"] == 0
+
+
+def test_shards_deliver_every_phase(smoke: dict) -> None:  # type: ignore[type-arg]
+    shards = smoke["results"]["shards"]
+    assert shards["groups"] == 4
+    for phase in ("idle", "one", "all"):
+        assert shards[phase]["complete"] is True
+        assert set(shards[phase]["cpu_s"]) == {
+            "reverb-1",
+            "reverb-2",
+            "reverb-3",
+            "reverb-4",
+            "watcher",
+        }
+    assert "shards:" in smoke["report"]
 
 
 def test_report_and_plot_are_written(smoke: dict) -> None:  # type: ignore[type-arg]

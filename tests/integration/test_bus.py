@@ -1,8 +1,9 @@
-"""The event bus: one suite run against MemoryBus and RedisBus, plus Redis outages.
+"""The event bus: one suite run against MemoryBus, RedisBus on one Redis, and RedisBus on a Redis
+Cluster of three real nodes (sharded pub/sub), plus Redis outages.
 
-RedisBus subscribes lazily (on the first read of the stream) and Redis pub/sub keeps nothing
-for a subscriber that is not there yet, so every subscription here is first synchronised: probes
-are published until one arrives, then a marker flushes the probes still in flight.
+Probes and markers are addressed to nobody, so they go to the broadcast topic every
+subscription follows. A subscription is first synchronised: probes are published until one
+arrives, then a marker flushes the probes still in flight.
 """
 
 from __future__ import annotations
@@ -16,14 +17,22 @@ from uuid import uuid4
 
 import pytest
 from prometheus_client import REGISTRY
-from redis.asyncio import Redis
 
 from reverb.domain.events import Envelope
-from reverb.realtime.bus import RECONNECTED, Bus, BusUnavailable
+from reverb.realtime.bus import (
+    RECONNECTED,
+    Bus,
+    BusUnavailable,
+    Subscription,
+    chat_topic,
+    user_topic,
+)
 from reverb.realtime.bus.memory import MemoryBus
 from reverb.realtime.bus.redis import RedisBus
 from tests.conftest import REDIS_TEST_URL
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisClusterServers, RedisServer, free_port, redis_cluster
+
+__all__ = ["redis_cluster"]  # a fixture, used by name
 
 PROBE = "test.probe"
 WAIT_S = 10.0  # upper bound for anything that should happen promptly
@@ -69,23 +78,34 @@ SAMPLES = (
 )
 
 
+# The topics the samples are addressed to, bar the broadcast ones: followed by the suite's
+# subscribers, none of them sharing a shard with the users of SAMPLES they do not follow (so
+# each sample arrives exactly once).
+SAMPLE_TOPICS = frozenset(
+    {chat_topic(c) for c in ("chat-1", "chat-2", "chat-3", "c")} | {user_topic("u1")}
+)
+assert not {user_topic(u) for u in ("u3", "a", "b")} & SAMPLE_TOPICS
+
+
 # --- fixtures and helpers -------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     if request.param == "memory":
         memory = MemoryBus()
         yield memory
         await memory.close()
         return
-    redis = Redis.from_url(REDIS_TEST_URL)
-    redis_bus = RedisBus(redis, channel=f"test:{uuid4().hex}")
+    if request.param == "cluster":
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        redis_bus = RedisBus(cluster.url, cluster=True, prefix=f"test:{uuid4().hex}")
+    else:
+        redis_bus = RedisBus(REDIS_TEST_URL, prefix=f"test:{uuid4().hex}")
     try:
         yield redis_bus
     finally:
         await redis_bus.close()
-        await redis.aclose()
 
 
 class Subscriber:
@@ -93,6 +113,11 @@ class Subscriber:
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Envelope] = asyncio.Queue()
+        self.stream: Subscription | None = None
+
+    async def follow(self, *topics: str) -> None:
+        assert self.stream is not None
+        await self.stream.follow(topics)
 
     async def pump(self, stream: AsyncIterator[Envelope]) -> None:
         async for envelope in stream:
@@ -134,9 +159,13 @@ async def synchronise(bus: Bus, *subs: Subscriber) -> None:
 
 
 @asynccontextmanager
-async def subscribed(bus: Bus, *, sync: bool = True) -> AsyncIterator[Subscriber]:
+async def subscribed(
+    bus: Bus, topics: frozenset[str] = SAMPLE_TOPICS, *, sync: bool = True
+) -> AsyncIterator[Subscriber]:
     sub = Subscriber()
     async with bus.subscribe() as stream:
+        sub.stream = stream
+        await stream.follow(topics)
         task = asyncio.create_task(sub.pump(stream))
         try:
             if sync:
@@ -228,12 +257,175 @@ async def test_a_subscription_left_unread_does_not_block_publishing(bus: Bus) ->
                 await bus.publish(envelope)
 
 
+# --- shards ---------------------------------------------------------------------------------------
+
+
+def in_other_shards(prefix: str, n: int) -> list[str]:
+    """`n` chat ids, each in a shard of its own."""
+    found: dict[str, str] = {}
+    i = 0
+    while len(found) < n:
+        chat_id = f"{prefix}-{i}"
+        found.setdefault(chat_topic(chat_id), chat_id)
+        i += 1
+    return list(found.values())
+
+
+def message(chat_id: str, seq: int) -> Envelope:
+    return Envelope(type="message.created", data=f'{{"seq":{seq}}}', chat_id=chat_id, seq=seq)
+
+
+async def test_a_subscriber_hears_only_the_shards_it_follows(bus: Bus) -> None:
+    a, b = in_other_shards("chat", 2)
+    async with (
+        subscribed(bus, frozenset({chat_topic(a)}), sync=False) as of_a,
+        subscribed(bus, frozenset({chat_topic(b)}), sync=False) as of_b,
+    ):
+        await synchronise(bus, of_a, of_b)
+        await bus.publish(message(b, 1))
+        await bus.publish(message(a, 1))
+        # Each hears its own shard's envelope first: the other one never reached it.
+        assert await of_a.next() == message(a, 1)
+        assert await of_b.next() == message(b, 1)
+        await nothing_more(bus, of_a, of_b)
+
+
+async def test_following_a_shard_mid_stream_loses_nothing_published_after(bus: Bus) -> None:
+    quiet, busy = in_other_shards("chat", 2)
+    started = 0
+    stop = asyncio.Event()
+
+    async def publisher() -> None:
+        nonlocal started
+        while not stop.is_set():
+            started += 1
+            await bus.publish(message(busy, started))
+            await asyncio.sleep(0)  # let the subscriber's reader run between publishes
+
+    async with subscribed(bus, frozenset({chat_topic(quiet)})) as sub:
+        task = asyncio.create_task(publisher())
+        try:
+            async with asyncio.timeout(WAIT_S):
+                while started < 20:  # well under way before the follow
+                    await asyncio.sleep(0.001)  # poll interval, bounded by the timeout
+            await sub.follow(chat_topic(busy))
+            first_after = started + 1  # publishes that begin from now on must all arrive
+            async with asyncio.timeout(WAIT_S):
+                while started < first_after + 200:
+                    await asyncio.sleep(0.001)  # poll interval, bounded by the timeout
+        finally:
+            stop.set()
+            await task
+        got: list[int] = []
+        while not got or got[-1] < started:
+            envelope = await sub.next()
+            assert envelope.chat_id == busy and envelope.seq is not None, envelope
+            got.append(envelope.seq)
+        assert got == sorted(got)
+        assert set(range(first_after, started + 1)) <= set(got)
+        await nothing_more(bus, sub)
+
+
+async def test_unfollowed_shards_go_quiet(bus: Bus) -> None:
+    a, b = in_other_shards("chat", 2)
+    async with subscribed(bus, frozenset({chat_topic(a), chat_topic(b)})) as sub:
+        assert sub.stream is not None
+        sub.stream.unfollow({chat_topic(a)})
+        await bus.publish(message(a, 1))
+        await bus.publish(message(b, 1))
+        assert await sub.next() == message(b, 1)
+        await nothing_more(bus, sub)
+
+
+async def test_a_shard_followed_again_right_after_it_was_let_go_stays_followed(bus: Bus) -> None:
+    (a,) = in_other_shards("chat", 1)
+    async with subscribed(bus, frozenset({chat_topic(a)})) as sub:
+        assert sub.stream is not None
+        sub.stream.unfollow({chat_topic(a)})
+        await sub.follow(chat_topic(a))  # before the server was told, or after: either way
+        assert sub.stream.following(chat_topic(a))
+        await bus.publish(message(a, 1))
+        assert await sub.next() == message(a, 1)
+        sub.stream.unfollow({chat_topic(a)})
+        await nothing_more(bus, sub)  # time for the unsubscription to go out: the other path
+        await sub.follow(chat_topic(a))
+        await bus.publish(message(a, 2))
+        assert await sub.next() == message(a, 2)
+        await nothing_more(bus, sub)
+
+
+def users_in_other_shards(n: int) -> list[str]:
+    found: dict[str, str] = {}
+    i = 0
+    while len(found) < n:
+        found.setdefault(user_topic(f"user-{i}"), f"user-{i}")
+        i += 1
+    return list(found.values())
+
+
+async def test_an_envelope_to_users_reaches_each_user_shard_once_per_user(bus: Bus) -> None:
+    one, two, three = users_in_other_shards(3)
+    presence = Envelope(type="presence", data='{"type":"presence"}', user_ids=(one, two, three))
+    async with (
+        subscribed(bus, frozenset({user_topic(one)}), sync=False) as first,
+        subscribed(bus, frozenset({user_topic(two), user_topic(three)}), sync=False) as others,
+    ):
+        await synchronise(bus, first, others)
+        await bus.publish(presence)
+        # The copy to a shard names only that shard's users: a process with several of them
+        # connected passes it on once to each.
+        assert await first.next() == dataclasses.replace(presence, user_ids=(one,))
+        got = sorted((await others.take(2)), key=lambda e: e.user_ids)
+        assert got == sorted(
+            (
+                dataclasses.replace(presence, user_ids=(two,)),
+                dataclasses.replace(presence, user_ids=(three,)),
+            ),
+            key=lambda e: e.user_ids,
+        )
+        await nothing_more(bus, first, others)
+
+
+async def test_a_member_added_reaches_the_new_member_outside_the_chat_shard(bus: Bus) -> None:
+    (chat_id,) = in_other_shards("chat", 1)
+    (newcomer,) = users_in_other_shards(1)
+    added = Envelope(
+        type="member.added",
+        data='{"type":"member.added"}',
+        chat_id=chat_id,
+        seq=4,
+        user_ids=(newcomer,),
+        joined=(newcomer,),
+    )
+    async with (
+        subscribed(bus, frozenset({user_topic(newcomer)}), sync=False) as theirs,
+        subscribed(bus, frozenset({chat_topic(chat_id)}), sync=False) as chats,
+    ):
+        await synchronise(bus, theirs, chats)
+        await bus.publish(added)
+        assert await theirs.next() == added
+        assert await chats.next() == added
+        await nothing_more(bus, theirs, chats)
+
+
+async def test_a_revocation_reaches_every_subscriber(bus: Bus) -> None:
+    revoked = Envelope(type="session.revoked", data="{}", user_ids=("someone",))
+    async with (
+        subscribed(bus, frozenset(), sync=False) as bare,
+        subscribed(bus, frozenset({user_topic("someone")}), sync=False) as theirs,
+    ):
+        await synchronise(bus, bare, theirs)
+        await bus.publish(revoked)
+        assert await bare.next() == revoked
+        assert await theirs.next() == revoked
+        await nothing_more(bus, bare, theirs)
+
+
 # --- Redis only -----------------------------------------------------------------------------------
 
 
 async def test_redis_publish_with_redis_unreachable_does_not_raise() -> None:
-    redis = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
-    unreachable = RedisBus(redis, channel=f"test:{uuid4().hex}")
+    unreachable = RedisBus(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     before = bus_errors("publish")
     try:
         async with asyncio.timeout(WAIT_S):
@@ -244,13 +436,11 @@ async def test_redis_publish_with_redis_unreachable_does_not_raise() -> None:
                 await unreachable.publish_many(SAMPLES)
     finally:
         await unreachable.close()
-        await redis.aclose()
     assert bus_errors("publish") == before + len(SAMPLES) + 1
 
 
 async def test_redis_subscription_with_redis_unreachable_keeps_retrying() -> None:
-    redis = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
-    unreachable = RedisBus(redis, channel=f"test:{uuid4().hex}")
+    unreachable = RedisBus(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     before = bus_errors("subscribe")
     try:
         async with unreachable.subscribe() as stream:
@@ -267,7 +457,6 @@ async def test_redis_subscription_with_redis_unreachable_keeps_retrying() -> Non
                 await task
     finally:
         await unreachable.close()
-        await redis.aclose()
 
 
 async def test_redis_outage_yields_reconnected_then_live_envelopes(
@@ -275,8 +464,7 @@ async def test_redis_outage_yields_reconnected_then_live_envelopes(
 ) -> None:
     redis_server.start()
     await redis_server.wait_ready()
-    redis = Redis.from_url(redis_server.url)
-    outage_bus = RedisBus(redis, channel=f"test:{uuid4().hex}")
+    outage_bus = RedisBus(redis_server.url)
     try:
         async with subscribed(outage_bus) as sub:
             await outage_bus.publish(SAMPLES[0])
@@ -300,7 +488,6 @@ async def test_redis_outage_yields_reconnected_then_live_envelopes(
             await nothing_more(outage_bus, sub)
     finally:
         await outage_bus.close()
-        await redis.aclose()
 
 
 async def test_redis_first_publish_after_a_restart_is_not_lost(
@@ -308,8 +495,7 @@ async def test_redis_first_publish_after_a_restart_is_not_lost(
 ) -> None:
     redis_server.start()
     await redis_server.wait_ready()
-    redis = Redis.from_url(redis_server.url)
-    restart_bus = RedisBus(redis, channel=f"test:{uuid4().hex}")
+    restart_bus = RedisBus(redis_server.url)
     try:
         async with subscribed(restart_bus) as sub:  # leaves an idle pooled connection
             redis_server.kill()
@@ -322,4 +508,3 @@ async def test_redis_first_publish_after_a_restart_is_not_lost(
             assert await sub.next() == SAMPLES[0]
     finally:
         await restart_bus.close()
-        await redis.aclose()

@@ -30,6 +30,7 @@ from reverb.api.deps import Services
 from reverb.app import create_app
 from reverb.config import Settings
 from reverb.domain.events import Envelope, MemberRemoved, encode
+from reverb.realtime.bus import chat_topic
 from reverb.storage import chats as chat_store
 from reverb.storage.types import utcnow
 from tests.conftest import serve_in_process
@@ -627,6 +628,7 @@ async def test_an_event_is_published_only_after_its_commit(settings: Settings) -
             assert [ev["seq"] for ev in log_before] == [seq_before] == [1]
 
             async with bus.subscribe() as stream:
+                await stream.follow({chat_topic(chat_id)})
                 with pytest.raises(Rollback):
                     await append_then_roll_back(services, chat_id, uid(b), seq_before + 1)
 

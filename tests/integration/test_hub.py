@@ -24,7 +24,7 @@ from reverb.app import create_app
 from reverb.config import Settings
 from reverb.domain.events import Envelope, SessionRevoked, encode
 from reverb.realtime import hub as hub_module
-from reverb.realtime.bus import RECONNECTED
+from reverb.realtime.bus import RECONNECTED, chat_topic
 from reverb.realtime.bus.memory import MemoryBus
 from reverb.realtime.connection import Connection, Raw
 from reverb.realtime.hub import REORDER_WAIT_S, Hub
@@ -331,6 +331,7 @@ async def test_envelopes_published_on_the_bus_reach_connections(world: World) ->
     chat_id, owner, log = await chat_with_messages(world, 3)
     peer = world.peer(owner)
     world.hub.attach(peer.conn, chat_id, 0)
+    await world.hub.follow(peer.conn)  # the bus brings this process the chat's shard
     for envelope in reversed(log):
         await world.bus.publish(envelope)
     await peer.until_seqs(chat_id, [1, 2, 3])
@@ -555,3 +556,63 @@ async def test_session_revoked_is_sent_then_the_connection_closes_with_4401(
     await other_user.until_seqs(chat_id, [1, 2])
     assert other_user.closes == []
     assert all(f["type"] != "session.revoked" for f in other_user.frames())
+
+
+# --- shards -----------------------------------------------------------------------------------
+
+
+async def until(done: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while not done():
+            await asyncio.sleep(0.01)  # poll interval, bounded by the timeout
+
+
+async def test_a_shard_is_let_go_after_its_last_connection_and_followed_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "UNFOLLOW_AFTER_S", 0.05)
+    chat_id, owner, _ = await chat_with_messages(world, 1)
+    topic = chat_topic(chat_id)
+    first = world.peer(owner)
+    world.hub.attach(first.conn, chat_id, 1)
+    await world.hub.follow(first.conn)
+    assert world.hub.following(topic)
+    world.hub.unregister(first.conn)
+    await until(lambda: not world.hub.following(topic))
+    # Live-only envelopes tell what the bus brings (a logged one would be read from the log).
+    second = world.peer(owner)
+    world.hub.attach(second.conn, chat_id, 1)
+    typing = Envelope(type="typing", data='{"n":1}', chat_id=chat_id)
+    await world.bus.publish(typing)  # not followed: it never reaches this process
+    await world.hub.follow(second.conn)
+    assert world.hub.following(topic)
+    again = Envelope(type="typing", data='{"n":2}', chat_id=chat_id)
+    await world.bus.publish(again)
+    await second.until(lambda: bool(second.sent))
+    await second.flush()
+    assert second.sent == [again.data]
+
+
+async def test_a_chat_joined_in_a_new_shard_catches_up_once_the_shard_is_followed(
+    world: World,
+) -> None:
+    owner, newcomer = await register(world.client), await register(world.client)
+    chat_id = await group(world.client, owner)
+    r = await world.client.post(
+        f"/api/chats/{chat_id}/members",
+        json={"user_id": newcomer["user"]["id"]},
+        headers=owner["headers"],
+    )
+    assert r.status_code == 201, r.text
+    await send(world.client, owner, chat_id, "right after")
+    added, message = await world.log(chat_id)
+    assert added.seq is not None and message.seq == added.seq + 1
+    assert added.joined == (newcomer["user"]["id"],)
+    peer = world.peer(newcomer)
+    await world.hub.follow(peer.conn)  # the user's topic; no shard of a chat yet
+    assert not world.hub.following(chat_topic(chat_id))
+    # Both go out before this process follows the chat's shard: the addition reaches it on the
+    # newcomer's topic, the message does not reach it at all.
+    await world.bus.publish_many([added, message])
+    await peer.until_seqs(chat_id, [added.seq, message.seq])
+    assert world.hub.following(chat_topic(chat_id))

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from reverb.domain.events import Envelope
 from reverb.domain.users import User
 from reverb.errors import ReverbError
+from reverb.realtime.bus import chat_topic
 from reverb.realtime.bus.memory import MemoryBus
 from reverb.realtime.bus.relay import Relay
 from reverb.services.markers import Markers
@@ -55,6 +56,7 @@ async def test_many_marks_of_one_member_make_one_write_and_one_event(
     markers, bus, sub = wired
     a, b = await register(client), await register(client)
     chat = await group(client, a, b)
+    await sub.follow(chat_topic(chat))
     for n in range(3):
         await send(client, a, chat, f"m{n}")
     bob = await user(db, b)
@@ -90,6 +92,7 @@ async def test_a_non_member_is_refused_without_failing_the_others_in_its_batch(
     markers, _, sub = wired
     a, b, outsider = await register(client), await register(client), await register(client)
     chat = await group(client, a, b)
+    await sub.follow(chat_topic(chat))
     await send(client, a, chat)
     stranger, bob = await user(db, outsider), await user(db, b)
     before = batches()

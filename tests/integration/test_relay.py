@@ -9,14 +9,17 @@ from uuid import uuid4
 
 import pytest
 from prometheus_client import REGISTRY
-from redis.asyncio import Redis
 
 from reverb.domain.events import Envelope
-from reverb.realtime.bus import REPAIR, Bus
+from reverb.realtime.bus import BROADCAST, REPAIR, Bus, chat_topic
 from reverb.realtime.bus.redis import RedisBus
 from reverb.realtime.bus.relay import Relay, repaired_chats
-from tests.integration.test_bus import WAIT_S, Subscriber, bus, subscribed  # noqa: F401
+from tests.integration.test_bus import WAIT_S, bus, redis_cluster, subscribed  # noqa: F401
 from tests.redis_server import RedisServer, free_port
+
+# What the subscribers here follow: the chats the envelopes name, and the broadcast channel
+# (repairs and revocations).
+TOPICS = frozenset({chat_topic("a"), chat_topic("b"), chat_topic("c"), BROADCAST})
 
 
 def logged(chat_id: str, seq: int) -> Envelope:
@@ -43,7 +46,7 @@ async def until(condition: Callable[[], bool], what: str) -> None:
 async def test_what_is_put_reaches_subscribers_in_order(bus: Bus) -> None:  # noqa: F811
     relay = Relay(bus)
     sent = [logged("a", seq) for seq in range(1, 1201)]
-    async with subscribed(bus) as sub:
+    async with subscribed(bus, TOPICS) as sub:
         relay.start()
         for envelope in sent:
             relay.put(envelope)
@@ -55,7 +58,7 @@ async def test_what_is_put_reaches_subscribers_in_order(bus: Bus) -> None:  # no
 async def test_close_hands_what_is_queued_to_the_bus_then_refuses(bus: Bus) -> None:  # noqa: F811
     relay = Relay(bus)
     sent = [logged("a", seq) for seq in range(1, 51)]
-    async with subscribed(bus) as sub:
+    async with subscribed(bus, TOPICS) as sub:
         relay.start()
         for envelope in sent:
             relay.put(envelope)
@@ -67,8 +70,8 @@ async def test_close_hands_what_is_queued_to_the_bus_then_refuses(bus: Bus) -> N
 
 
 async def test_an_unreachable_bus_opens_the_breaker_and_the_outbox_stays_bounded() -> None:
-    redis = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
-    relay = Relay(RedisBus(redis, channel=f"test:{uuid4().hex}"), capacity=10, held_capacity=5)
+    unreachable = RedisBus(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    relay = Relay(unreachable, capacity=10, held_capacity=5)
     try:
         relay.start()
         before = dropped()
@@ -86,17 +89,16 @@ async def test_an_unreachable_bus_opens_the_breaker_and_the_outbox_stays_bounded
         await until(lambda: relay.pending == 3 + 5, "the outbox is reduced to repair marks")
     finally:
         await relay.close(0.5)
-        await redis.aclose()
+        await unreachable.close()
 
 
 async def test_a_hung_redis_is_repaired_once_it_answers(redis_server: RedisServer) -> None:
     redis_server.start()
     await redis_server.wait_ready()
-    redis = Redis.from_url(redis_server.url, socket_connect_timeout=1)
-    redis_bus = RedisBus(redis, channel=f"test:{uuid4().hex}")
+    redis_bus = RedisBus(redis_server.url, prefix=f"test:{uuid4().hex}", socket_connect_timeout=1)
     relay = Relay(redis_bus, timeout=0.2)
     try:
-        async with subscribed(redis_bus) as sub:
+        async with subscribed(redis_bus, TOPICS) as sub:
             relay.start()
             relay.put(logged("a", 1))
             assert await sub.next() == logged("a", 1)
@@ -128,4 +130,3 @@ async def test_a_hung_redis_is_repaired_once_it_answers(redis_server: RedisServe
     finally:
         await relay.close(1.0)
         await redis_bus.close()
-        await redis.aclose()

@@ -25,6 +25,7 @@ from reverb.domain.events import Envelope, MessageDeleted
 from reverb.domain.users import User
 from reverb.domain.wire import MessageView
 from reverb.errors import ReverbError
+from reverb.realtime.bus import chat_topic
 from reverb.services.chats import membership
 from reverb.services.messages import MessageService
 from reverb.storage import chats as chat_store
@@ -163,6 +164,7 @@ async def test_concurrent_sends_are_batched_gap_free_and_published_after_commit(
 
     before = Batches.now()
     async with app.services.bus.subscribe() as stream:
+        await stream.follow({chat_topic(c) for c in chats})
         listener = asyncio.create_task(listen(stream))
         results = await asyncio.gather(
             *(sender(c, who) for c in chats for who in range(len(users)))
@@ -222,6 +224,7 @@ async def test_a_batch_of_events_is_published_only_after_its_commit(app: App) ->
         return seqs
 
     async with services.bus.subscribe() as stream:
+        await stream.follow({chat_topic(chat)})
         with pytest.raises(Rollback):
             await record_two(then_fail=True)
         assert await record_two(then_fail=False) == [2, 3]  # the rolled-back seqs were not used

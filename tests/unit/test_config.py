@@ -74,3 +74,13 @@ def test_environment_and_dotenv(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -
     assert load_settings().port == 6002
     assert load_settings().should_auto_migrate
     assert not load_settings(reverb_env="production", jwt_secret="s" * 32).should_auto_migrate
+
+
+def test_redis_cluster_needs_a_redis_url(in_tmp: Path) -> None:
+    with pytest.raises(ConfigError, match="REDIS_CLUSTER=true needs REDIS_URL"):
+        load_settings(_env_file=None, redis_cluster=True)
+    settings = load_settings(
+        _env_file=None, redis_cluster="true", redis_url="redis://127.0.0.1:7000"
+    )
+    assert settings.redis_cluster is True
+    assert load_settings(_env_file=None).redis_cluster is False
