@@ -64,7 +64,7 @@ def build_services(settings: Settings) -> Services:
         ),
         users=UserService(db=db),
         chats=ChatService(db=db, log=log, online=presence.online),
-        messages=MessageService(db=db, log=log),
+        messages=MessageService(db=db, log=log, pool_size=settings.database_pool_size),
         bus=bus,
         presence=presence,
         media=MediaService(db=db, files=LocalBlobStore(settings.media_dir), settings=settings),
