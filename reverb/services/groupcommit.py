@@ -82,7 +82,7 @@ class GroupCommitter(Generic[T, R]):
         self._held: set[str] = set()  # keys handed back: their next batch waits for them
         self._queued = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._starting = 0  # tasks started that have not yet taken their first batch
+        self._starting: set[asyncio.Task[None]] = set()  # tasks yet to take a first batch
         self._in_flight = 0
         self._peak = 0
         self._closed = False
@@ -129,12 +129,17 @@ class GroupCommitter(Generic[T, R]):
     def _kick(self) -> None:
         """Start a task for ready keys if none is about to take them and the bound allows."""
         if self._ready and not self._starting and len(self._tasks) < self._concurrency:
-            self._starting += 1
             # A context of its own: the task serves every caller, not the one that woke it
             # (its request id must not label the batch's log lines).
             task = asyncio.create_task(self._work(), name=self._name, context=contextvars.Context())
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._starting.add(task)
+            task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        # Also reached by a task cancelled before its first step, which never ran `_work`.
+        self._tasks.discard(task)
+        self._starting.discard(task)
 
     def _claim(self) -> tuple[list[str], list[Pending[T, R]], bool]:
         """The next batch (its keys, its requests, whether it waits for held keys): the held
@@ -180,7 +185,9 @@ class GroupCommitter(Generic[T, R]):
                 self._held.discard(key)
 
     async def _work(self) -> None:
-        self._starting -= 1
+        me = asyncio.current_task()
+        assert me is not None
+        self._starting.discard(me)
         keys: list[str] = []
         batch: list[Pending[T, R]] = []
         try:
@@ -207,12 +214,10 @@ class GroupCommitter(Generic[T, R]):
                 self._release(keys, handed_back)
                 keys, batch = [], []
         finally:
-            # Gone from the set before anything else runs: a request handed in next must see
-            # the room this task leaves (with a bound of one, it would otherwise wait forever).
-            # The done callback does the same for a task cancelled before it ever ran.
-            me = asyncio.current_task()
-            if me is not None:
-                self._tasks.discard(me)
+            # Gone from the set before anything else runs (the done callback comes later): a
+            # request handed in next must see the room this task leaves, or with a bound of one
+            # it would wait forever.
+            self._tasks.discard(me)
             if keys:
                 # Only reached with a batch in hand when the task itself is cancelled (loop
                 # shutdown): nobody will answer it, nor the queue if no other task is left.
