@@ -99,7 +99,7 @@ def build_services(settings: Settings) -> Services:
         users=UserService(db=db),
         chats=ChatService(db=db, log=log, online=presence.online),
         markers=Markers(db, publisher),
-        messages=MessageService(db=db, log=log),
+        messages=MessageService(db=db, log=log, pool_size=settings.database_pool_size),
         bus=bus,
         publisher=publisher,
         presence=presence,

@@ -61,7 +61,8 @@ EVENTS_DELIVERED = Tally("reverb_events_delivered", "Events written to WebSocket
 MESSAGES_STORED = Counter("reverb_messages_stored_total", "Messages stored (REST and WebSocket).")
 SEND_BATCH_SIZE = Histogram(
     "reverb_send_batch_size",
-    "Sends committed together in one transaction (group commit), per batch.",
+    "Sends taken together into one transaction (group commit), per batch the send queue forms "
+    "(a send whose chat was held elsewhere is counted again in the batch that waits for it).",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )
 SEND_BATCH_FALLBACKS = Counter(

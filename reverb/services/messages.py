@@ -6,23 +6,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import IntegrityError
-
 from reverb import ids
-from reverb.domain.events import MessageCreated, MessageDeleted, MessageUpdated, ReactionUpdated
+from reverb.domain.events import MessageDeleted, MessageUpdated, ReactionUpdated
 from reverb.domain.users import User
 from reverb.domain.wire import MessageView
 from reverb.errors import ErrorCode, ReverbError, conflict, forbidden, invalid, not_found
-from reverb.metrics import MESSAGES_STORED
 from reverb.services import views
 from reverb.services.chats import MANAGERS, chat_not_found, membership
 from reverb.services.eventlog import EventLog
-from reverb.services.sendbatch import SendBatcher, SendRequest, Sent, reply_not_in_chat
-from reverb.storage import chats as chat_store
-from reverb.storage import media as media_store
+from reverb.services.sendbatch import SendBatcher, SendRequest, Sent
 from reverb.storage import messages as message_store
 from reverb.storage.db import Database, Tx
-from reverb.storage.media import MediaRow
 from reverb.storage.messages import MessageRow
 from reverb.storage.types import utcnow
 
@@ -68,10 +62,11 @@ def message_not_found() -> ReverbError:
 class MessageService:
     db: Database
     log: EventLog
+    pool_size: int  # the database's: bounds the send batches in flight (`sendbatch`)
     batches: SendBatcher = field(init=False)
 
     def __post_init__(self) -> None:
-        self.batches = SendBatcher(self.db, self.log, self._send_alone)
+        self.batches = SendBatcher(self.db, self.log, pool_size=self.pool_size)
 
     async def close(self) -> None:
         """Answer the sends already handed in; refuse new ones."""
@@ -90,95 +85,24 @@ class MessageService:
         """Store and announce a message: (the message, whether it is new). A repeated
         `client_id` from the same sender in the same chat returns the original, unchanged.
 
-        Sends made at the same moment share one transaction (`sendbatch`); each still gets
-        exactly the answer it would get alone."""
+        Every send goes through the chat's queue (`sendbatch`): sends made at the same moment
+        share one transaction, and each still gets exactly the answer it would get alone."""
         attachments = tuple(dict.fromkeys(attachment_ids))
         if len(attachments) > MAX_ATTACHMENTS:
             raise invalid(f"at most {MAX_ATTACHMENTS} attachments", field="attachment_ids")
         content = clean_content(content, may_be_empty=bool(attachments))
         if not ids.is_id(chat_id):
             raise chat_not_found()
-        request = SendRequest(
-            me=me,
-            chat_id=chat_id,
-            content=content,
-            client_id=client_id,
-            reply_to_id=reply_to_id,
-            attachments=attachments,
-        )
-        if attachments:
-            # Claiming uploads is per message and rare next to plain sends: one transaction each.
-            return await self._send_alone(request)
-        return await self.batches.send(request)
-
-    async def _send_alone(self, request: SendRequest) -> Sent:
-        """A send in a transaction of its own."""
-        try:
-            async with self.db.transaction() as tx:
-                return await self._send(tx, request)
-        except IntegrityError:
-            # A concurrent retry with the same client id committed first: answer with it.
-            if request.client_id is None:
-                raise
-            me = request.me
-            async with self.db.read() as conn:
-                await membership(conn, request.chat_id, me.id)
-                row = await message_store.by_client_id(
-                    conn, request.chat_id, me.id, request.client_id
-                )
-                if row is None:
-                    raise
-                return (await views.message_views(conn, [row], me.id))[0], False
-
-    async def _send(self, tx: Tx, request: SendRequest) -> Sent:
-        me, chat_id = request.me, request.chat_id
-        client_id, reply_to_id = request.client_id, request.reply_to_id
-        # The chat lock comes first: with it held, an earlier send of the same client id is
-        # either committed (and found here) or not yet begun.
-        await membership(tx.conn, chat_id, me.id, lock=True)
-        if client_id is not None:
-            existing = await message_store.by_client_id(tx.conn, chat_id, me.id, client_id)
-            if existing is not None:
-                return (await views.message_views(tx.conn, [existing], me.id))[0], False
-        if reply_to_id is not None:
-            target = (
-                await message_store.get(tx.conn, reply_to_id) if ids.is_id(reply_to_id) else None
+        return await self.batches.send(
+            SendRequest(
+                me=me,
+                chat_id=chat_id,
+                content=content,
+                client_id=client_id,
+                reply_to_id=reply_to_id,
+                attachments=attachments,
             )
-            if target is None or target.chat_id != chat_id:
-                raise reply_not_in_chat()
-        now = utcnow()
-        message_id = ids.new_id()
-        seq = await chat_store.next_seq(tx.conn, chat_id, now)
-        row = MessageRow(
-            id=message_id,
-            chat_id=chat_id,
-            seq=seq,
-            sender_id=me.id,
-            content=request.content,
-            client_id=client_id,
-            reply_to_id=reply_to_id,
-            created_at=now,
-            edited_at=None,
-            deleted=False,
         )
-        await message_store.insert_message(tx.conn, **message_store.values_of(row))
-        await chat_store.update_chat(tx.conn, chat_id, last_message_id=message_id)
-        files: list[MediaRow] = []
-        if request.attachments:
-            attachments = list(request.attachments)
-            attached = await media_store.attach(
-                tx.conn, attachments, uploader_id=me.id, message_id=message_id
-            )
-            if attached != len(attachments):
-                raise invalid(
-                    "each attachment must be your own upload, not yet attached",
-                    field="attachment_ids",
-                )
-            files = (await media_store.for_messages(tx.conn, [message_id]))[message_id]
-        view = views.message_view(row, me, attachments=files)
-        await self.log.record(tx, MessageCreated(chat_id=chat_id, seq=seq, message=view), now=now)
-        MESSAGES_STORED.inc()
-        return view, True
 
     async def history(
         self, *, me: User, chat_id: str, before: int | None, after: int | None, limit: int

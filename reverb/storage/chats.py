@@ -75,17 +75,33 @@ async def lock(conn: AsyncConnection, chat_id: str) -> ChatRow | None:
     return _chat(row) if row else None
 
 
-async def lock_many(conn: AsyncConnection, chat_ids: Sequence[str]) -> set[str]:
+async def lock_many(
+    conn: AsyncConnection, chat_ids: Sequence[str], *, wait: bool = True
+) -> set[str]:
     """`lock` for several chats at once, taken in id order so that two writers locking
-    overlapping sets queue instead of deadlocking; the ids that exist."""
+    overlapping sets queue instead of deadlocking; the ids locked. With `wait` false, rows
+    another transaction holds are skipped rather than waited for: missing from the answer like
+    chats that do not exist (`existing` tells them apart).
+
+    FOR NO KEY UPDATE: the lock the UPDATE of `last_seq` takes anyway. It queues every writer
+    of the chat as `lock` does, without blocking the foreign-key checks of rows that merely
+    refer to the chat."""
     if not chat_ids:
         return set()
     stmt = (
         select(chats.c.id)
         .where(chats.c.id.in_(set(chat_ids)))
         .order_by(chats.c.id)
-        .with_for_update()
+        .with_for_update(key_share=True, skip_locked=not wait)
     )
+    return set((await conn.execute(stmt)).scalars())
+
+
+async def existing(conn: AsyncConnection, chat_ids: Sequence[str]) -> set[str]:
+    """Which of these chats exist (no lock taken or waited for)."""
+    if not chat_ids:
+        return set()
+    stmt = select(chats.c.id).where(chats.c.id.in_(set(chat_ids)))
     return set((await conn.execute(stmt)).scalars())
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, case, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reverb.storage.tables import media
@@ -44,18 +44,22 @@ async def get(conn: AsyncConnection, media_id: str) -> MediaRow | None:
     return _row(found) if found else None
 
 
-async def attach(
-    conn: AsyncConnection, media_ids: Sequence[str], *, uploader_id: str, message_id: str
-) -> int:
-    """Attach the caller's own unattached uploads; the number actually attached."""
+async def get_many(conn: AsyncConnection, media_ids: Sequence[str]) -> dict[str, MediaRow]:
+    if not media_ids:
+        return {}
+    stmt = select(*_COLUMNS).where(media.c.id.in_(set(media_ids)))
+    return {row.id: row for row in map(_row, await conn.execute(stmt))}
+
+
+async def attach_many(conn: AsyncConnection, claims: Mapping[str, str]) -> int:
+    """Attach each upload (key) to its message (value), in one statement, if it is attached to
+    none yet; the number attached. The caller checked whose uploads they are."""
+    if not claims:
+        return 0
     result = await conn.execute(
         update(media)
-        .where(
-            media.c.id.in_(set(media_ids)),
-            media.c.uploader_id == uploader_id,
-            media.c.message_id.is_(None),
-        )
-        .values(message_id=message_id)
+        .where(media.c.id.in_(list(claims)), media.c.message_id.is_(None))
+        .values(message_id=case(dict(claims), value=media.c.id))
     )
     return int(result.rowcount)
 

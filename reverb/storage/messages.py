@@ -68,10 +68,6 @@ def values_of(row: MessageRow) -> dict[str, Any]:
 _FIELDS = tuple(MessageRow.__dataclass_fields__)
 
 
-async def insert_message(conn: AsyncConnection, **values: Any) -> None:
-    await conn.execute(insert(messages).values(**values))
-
-
 async def insert_messages(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """One statement executed for every row (executemany)."""
     if rows:

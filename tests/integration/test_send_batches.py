@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from reverb import ids
 from reverb.api.deps import Services
 from reverb.app import create_app
 from reverb.config import Settings
@@ -30,6 +31,8 @@ from reverb.services.chats import membership
 from reverb.services.messages import MessageService
 from reverb.storage import chats as chat_store
 from reverb.storage import events as event_store
+from reverb.storage import media as media_store
+from reverb.storage import messages as message_store
 from reverb.storage import users as user_store
 from reverb.storage.db import Database
 from reverb.storage.types import utcnow
@@ -546,3 +549,215 @@ async def test_close_answers_the_sends_handed_in_and_refuses_later_ones(app: App
     assert [(await t)[0].seq for t in tasks] == [1, 2, 3, 4, 5]
     with pytest.raises(RuntimeError):
         await app.messages.send(me=me, chat_id=chat, content="too late")
+
+
+REFUSED_ATTACHMENTS = (
+    "validation_error",
+    422,
+    "each attachment must be your own upload, not yet attached",
+    [
+        {
+            "loc": ["body", "attachment_ids"],
+            "msg": "each attachment must be your own upload, not yet attached",
+            "type": "validation_error",
+        }
+    ],
+)
+
+
+async def upload(app: App, who: Session, name: str) -> str:
+    r = await app.client.post(
+        "/api/media",
+        files={"file": (name, f"contents of {name}".encode(), "text/plain")},
+        headers=who["headers"],
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def attached_to(app: App, media_ids: list[str]) -> list[str | None]:
+    async with app.services.db.read() as conn:
+        rows = await media_store.get_many(conn, media_ids)
+    return [rows[m].message_id for m in media_ids]
+
+
+async def test_attachments_are_claimed_in_the_batch_and_a_refused_send_fails_alone(
+    app: App,
+) -> None:
+    a, b = await register(app.client), await register(app.client)
+    me_a, me_b = await app.user(a), await app.user(b)
+    chat = await group(app.client, a, b)
+    other = await group(app.client, a, b)
+    kept = await upload(app, a, "kept.txt")
+    stored = await send(app.client, a, chat, "sent before", client_id="k", attachment_ids=[kept])
+    one, two, mine_too = [await upload(app, a, f"{n}.txt") for n in ("one", "two", "mine_too")]
+    theirs = await upload(app, b, "theirs.txt")
+    send_ = app.messages.send
+
+    before = Batches.now()
+    outcomes = await together(
+        send_(me=me_a, chat_id=chat, content="two files", client_id="c", attachment_ids=[two, one]),
+        send_(me=me_a, chat_id=chat, content="not mine", attachment_ids=[theirs]),
+        send_(me=me_a, chat_id=chat, content="attached before", attachment_ids=[kept]),
+        send_(me=me_a, chat_id=other, content="plain"),
+        # Claimed by the first send of this very batch.
+        send_(me=me_a, chat_id=chat, content="", attachment_ids=[mine_too, one]),
+        send_(me=me_a, chat_id=chat, content="retry", client_id="c", attachment_ids=[two, one]),
+        send_(me=me_b, chat_id=chat, content="b's own", attachment_ids=[theirs]),
+        send_(me=me_a, chat_id=chat, content="retry of k", client_id="k", attachment_ids=[kept]),
+        send_(me=me_a, chat_id=chat, content="ghost", attachment_ids=["0" * 32]),
+        send_(me=me_a, chat_id=other, content="", attachment_ids=[mine_too]),
+    )
+    done = Batches.now() - before
+    assert (done.count, done.sends, done.fallbacks) == (1, 10, 0)
+
+    assert [error_of(outcomes[i]) for i in (1, 2, 4, 8)] == [REFUSED_ATTACHMENTS] * 4
+    files, plain, retry, bs_own, retry_k, last = (sent(outcomes[i]) for i in (0, 3, 5, 6, 7, 9))
+    assert [new for _, new in (files, plain, retry, bs_own, retry_k, last)] == [
+        True,
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
+    assert retry[0] == files[0]
+    assert json_of(retry_k[0]) == stored
+    # In the order history lists them (upload time), whatever the order asked for.
+    assert [f.id for f in files[0].attachments] == [one, two]
+    assert [f.id for f in bs_own[0].attachments] == [theirs]
+    assert [f.id for f in last[0].attachments] == [mine_too]
+    assert await attached_to(app, [kept, one, two, theirs, mine_too]) == [
+        stored["id"],
+        files[0].id,
+        files[0].id,
+        bs_own[0].id,
+        last[0].id,
+    ]
+
+    # The log and history hold exactly the stored sends, as they were answered.
+    log = await events(app.client, b, chat)
+    assert [e["message"] for e in log] == [stored, json_of(files[0]), json_of(bs_own[0])]
+    assert [e["seq"] for e in log] == [1, 2, 3]
+    r = await app.client.get(f"/api/messages/{chat}", headers=b["headers"])
+    assert r.json()["items"] == [stored, json_of(files[0]), json_of(bs_own[0])]
+    assert [e["message"] for e in await events(app.client, a, other)] == [
+        json_of(plain[0]),
+        json_of(last[0]),
+    ]
+
+    # Over HTTP, with and without a batch around it: the same answers.
+    r = await app.client.post(
+        "/api/messages",
+        json={"chat_id": chat, "content": "again", "attachment_ids": [one]},
+        headers=a["headers"],
+    )
+    assert (r.status_code, r.json()["detail"]) == (422, REFUSED_ATTACHMENTS[2])
+    r = await app.client.post(
+        "/api/messages",
+        json={"chat_id": chat, "content": "retry", "client_id": "c", "attachment_ids": [one]},
+        headers=a["headers"],
+    )
+    assert (r.status_code, r.json()) == (200, json_of(files[0]))
+
+
+async def test_a_send_racing_another_writer_of_its_client_id_answers_with_the_original(
+    app: App, db: Database
+) -> None:
+    """The client-id key is checked under the chat lock, so only a writer that stores the key
+    without that lock can race a send to it; the unique index catches what the check missed,
+    and the send answers with the message that won, as a retry would be answered."""
+    a, b = await register(app.client), await register(app.client)
+    me_a = await app.user(a)
+    chat = await group(app.client, a, b)
+    other = await group(app.client, a, b)
+
+    def row(client_id: str, seq: int) -> dict[str, Any]:
+        return {
+            "id": ids.new_id(),
+            "chat_id": chat,
+            "seq": seq,
+            "sender_id": me_a.id,
+            "content": f"stored elsewhere as {client_id}",
+            "client_id": client_id,
+            "reply_to_id": None,
+            "created_at": utcnow(),
+            "edited_at": None,
+            "deleted": False,
+        }
+
+    if db.is_sqlite:
+        # SQLite has one writer and the check runs under its lock: a key stored by another
+        # connection is always committed before the check and found by it.
+        theirs = row("r-1", 1000)
+        async with db.transaction() as tx:
+            await message_store.insert_messages(tx.conn, [theirs])
+        before = Batches.now()
+        view, new = await app.messages.send(me=me_a, chat_id=chat, content="x", client_id="r-1")
+        assert (view.id, view.content, new) == (theirs["id"], theirs["content"], False)
+        assert Batches.now() - before == Batches(1, 1, 0)
+        assert await events(app.client, a, chat) == []
+        return
+
+    async def racing(
+        theirs: dict[str, Any], *sends: Awaitable[tuple[MessageView, bool]]
+    ) -> list[object]:
+        """The sends, while another transaction holds `theirs` uncommitted: its insert does
+        not lock the chat, so the batch's check misses the key and its insert waits on it."""
+        async with db.engine.connect() as conn:
+            tx = await conn.begin()
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            await message_store.insert_messages(conn, [theirs])
+            started = asyncio.ensure_future(together(*sends))
+            await until(lambda: blocked_by(db, pid), 1)
+            await tx.commit()
+        return await started
+
+    send_ = app.messages.send
+    # A batch of one: the unique violation is its own, answered with the original.
+    theirs = row("r-1", 1000)
+    before = Batches.now()
+    [alone] = await racing(theirs, send_(me=me_a, chat_id=chat, content="x", client_id="r-1"))
+    assert Batches.now() - before == Batches(1, 1, 0)
+    view, new = sent(alone)
+    assert (view.id, view.content, view.seq, new) == (theirs["id"], theirs["content"], 1000, False)
+
+    # A batch of two fails as a whole; each send is retried alone and answered for itself.
+    theirs = row("r-2", 1001)
+    before = Batches.now()
+    outcomes = await racing(
+        theirs,
+        send_(me=me_a, chat_id=chat, content="y", client_id="r-2"),
+        send_(me=me_a, chat_id=other, content="unrelated", client_id="r-2"),
+    )
+    assert Batches.now() - before == Batches(1, 2, 1)
+    (view, new), (unrelated, fresh) = sent(outcomes[0]), sent(outcomes[1])
+    assert (view.id, new) == (theirs["id"], False)
+    assert (unrelated.chat_id, unrelated.seq, unrelated.content, fresh) == (
+        other,
+        1,
+        "unrelated",
+        True,
+    )
+
+    # The chat's own sequence never moved: nothing of the losing sends was stored.
+    assert await events(app.client, a, chat) == []
+    later = await send(app.client, a, chat, "later")
+    assert later["seq"] == 1
+
+
+async def blocked_by(db: Database, pid: int) -> int:
+    """How many PostgreSQL backends wait for a lock that backend `pid` holds."""
+    async with db.read() as conn:
+        found = await conn.execute(
+            text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"),
+            {"pid": pid},
+        )
+        return int(found.scalar_one())
+
+
+async def until(measure: Callable[[], Awaitable[int]], expected: int) -> None:
+    """Wait until `measure` gives `expected` (polled: the condition lives in the database)."""
+    async with asyncio.timeout(WAIT_S):
+        while await measure() != expected:
+            await asyncio.sleep(0.01)
