@@ -22,6 +22,7 @@ from reverb.realtime.bus.memory import MemoryBus
 from reverb.realtime.bus.redis import RedisBus
 from reverb.realtime.gateway import Realtime
 from reverb.realtime.hub import Hub
+from reverb.services.access_cache import AccessCache
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.eventlog import EventLog
@@ -50,6 +51,7 @@ def build_services(settings: Settings) -> Services:
     bus: Bus = RedisBus(redis) if redis is not None else MemoryBus()
     log = EventLog(bus=bus)
     presence = PresenceService(db=db, bus=bus, redis=redis, ttl=settings.presence_ttl_seconds)
+    sessions = AccessCache()
     return Services(
         settings=settings,
         db=db,
@@ -61,13 +63,16 @@ def build_services(settings: Settings) -> Services:
             access=AccessTokens(settings),
             limiter=LoginLimiter(settings),
             bus=bus,
+            sessions=sessions,
         ),
-        users=UserService(db=db),
+        users=UserService(db=db, sessions=sessions),
         chats=ChatService(db=db, log=log, online=presence.online),
         messages=MessageService(db=db, log=log),
         bus=bus,
         presence=presence,
-        media=MediaService(db=db, files=LocalBlobStore(settings.media_dir), settings=settings),
+        media=MediaService(
+            db=db, files=LocalBlobStore(settings.media_dir), settings=settings, sessions=sessions
+        ),
         health=HealthService(db=db, redis=redis),
     )
 
@@ -77,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
-        hub = Hub(services.bus, services.chats.log_between)
+        hub = Hub(services.bus, services.chats.log_between, sessions=services.auth.sessions)
         presence = services.presence
         app.state.realtime = Realtime(
             settings=settings,
