@@ -13,7 +13,7 @@ from reverb.config import Settings
 from reverb.domain.events import Envelope, SessionRevoked, encode
 from reverb.domain.users import IssuedTokens, User
 from reverb.errors import ErrorCode, ReverbError, conflict
-from reverb.metrics import LOGINS
+from reverb.metrics import ACCESS_USER_READS, LOGINS
 from reverb.realtime.bus import Bus
 from reverb.services.access_cache import AccessCache
 from reverb.services.login_limits import LoginLimiter
@@ -234,6 +234,7 @@ class AuthService:
         # ended, and the user logged in again, before this process heard of it).
         if user is None or user.session_version < claims.session_version:
             generation = cache.generation
+            ACCESS_USER_READS.inc()
             async with self.db.read() as conn:
                 user = await user_store.get(conn, claims.user_id)
             if user is not None:
