@@ -40,7 +40,7 @@ PAGE_COLUMNS = (
 
 
 @functools.cache
-def _page_statement(dialect: str, before: bool, after: bool) -> TextClause:
+def page_statement(dialect: str, before: bool, after: bool) -> TextClause:
     if dialect == "sqlite":
         agg, array, any_, as_text = "json_group_array", "json_array", "max", ""
 
@@ -110,5 +110,5 @@ async def page(
         params["before"] = before
     if after is not None:
         params["after"] = after
-    statement = _page_statement(conn.dialect.name, before is not None, after is not None)
+    statement = page_statement(conn.dialect.name, before is not None, after is not None)
     return (await conn.execute(statement, params)).all()
