@@ -13,7 +13,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import TextualSelect, column, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 PAGE_COLUMNS = (
@@ -40,7 +40,7 @@ PAGE_COLUMNS = (
 
 
 @functools.cache
-def page_statement(dialect: str, before: bool, after: bool) -> TextClause:
+def page_statement(dialect: str, before: bool, after: bool) -> TextualSelect:
     if dialect == "sqlite":
         agg, array, any_, as_text = "json_group_array", "json_array", "max", ""
 
@@ -90,7 +90,7 @@ SELECT m.id, m.chat_id, m.seq, m.content, m.client_id, m.reply_to_id,
  ORDER BY m.seq {"ASC" if after else "DESC"}
  LIMIT :limit
 """  # noqa: S608
-    )
+    ).columns(*(column(name) for name in PAGE_COLUMNS))
 
 
 async def page(
