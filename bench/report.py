@@ -136,11 +136,16 @@ def summary(r: Doc) -> list[str]:
         if not h:
             continue
         labels = list(h)
+        ref = _get(r, f"reverb-{db}", "history", "reference", "chats") or {}
         for label in labels:
             rate = h[label]["pages_per_s"]
+            bare = ref.get(label, {}).get("pages_per_s")
+            ratio = rate / bare if bare else None
+            ok = rate >= 3000 and (ratio is None or ratio >= 0.5)
             rows.append(
                 f"| history ({db}), chat of {label} | pages/s (newest + deep) | "
-                f"{_fmt(rate)} | | | ≥ 3,000 | {_verdict(rate >= 3000)} |"
+                f"{_fmt(rate)} | {_fmt(bare)} | {_fmt(ratio, 2)} | ≥ 3,000 and ≥ 0.5x bare | "
+                f"{_verdict(ok)} |"
             )
         small, big = h[labels[0]]["all_ms"]["p95"], h[labels[-1]]["all_ms"]["p95"]
         ratio = big / small if small and big else None
@@ -260,7 +265,11 @@ def details(r: Doc) -> list[str]:
                     )
             elif name == "history":
                 out.append(f"- **history** ({figures['concurrency']} clients):")
-                for label, h in figures["chats"].items():
+                bare = figures.get("reference", {}).get("chats", {})
+                for label, h in [
+                    *figures["chats"].items(),
+                    *((f"{label}, bare reference", h) for label, h in bare.items()),
+                ]:
                     out.append(
                         f"  - chat of {label} ({h['messages_in_chat']:,} messages): "
                         f"{h['pages_per_s']:,} pages/s, {h['server_cpu_us_per_page']:,} µs "

@@ -421,18 +421,48 @@ def run_history(plan: Plan, server: Server, world: World, db_url: str) -> dict[s
             plan.say(f"  writing {count} messages into the {label} chat")
             seed.bulk_history(db_url, chat, world.users.ids[0], count)
             chats.append({"label": label, "chat_id": chat, "last_seq": count})
-    return loadgen(
-        plan,
-        {
-            "scenario": "history",
-            "target": target(server),
-            "token": token,
-            "chats": chats,
-            "concurrency": s.history_concurrency,
-            "warmup_s": s.warmup_s,
-            "duration_s": s.history_s,
-        },
+
+    def pages(of: Server) -> dict[str, Any]:
+        return loadgen(
+            plan,
+            {
+                "scenario": "history",
+                "target": target(of),
+                "token": token,
+                "chats": chats,
+                "concurrency": s.history_concurrency,
+                "warmup_s": s.warmup_s,
+                "duration_s": s.history_s,
+            },
+        )
+
+    result = pages(server)
+    # The bare reference, on the same database and chats, in the same run.
+    plan.say("  the bare history reference")
+    port = free_port()
+    ref = Server(
+        "raw",
+        [
+            python(),
+            "-m",
+            "bench.history_ref",
+            "--port",
+            str(port),
+            "--database-url",
+            db_url,
+            "--viewer",
+            world.users.ids[0],
+        ],
+        {},
+        port,
+        plan.workdir / "history-ref.log",
     )
+    try:
+        ref.wait_ready()
+        result["reference"] = pages(ref)
+    finally:
+        ref.stop()
+    return result
 
 
 def run_resume(plan: Plan, server: Server, world: World) -> dict[str, Any]:

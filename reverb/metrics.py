@@ -58,6 +58,10 @@ class Tally:
 
 
 EVENTS_DELIVERED = Tally("reverb_events_delivered", "Events written to WebSocket connections.")
+ACCESS_USER_READS = Tally(
+    "reverb_access_user_reads",
+    "Access-token checks that read the user's row (the rest are served from the process's cache).",
+)
 MESSAGES_STORED = Counter("reverb_messages_stored_total", "Messages stored (REST and WebSocket).")
 SEND_BATCH_SIZE = Histogram(
     "reverb_send_batch_size",

@@ -169,7 +169,8 @@ class Session:
                 )
             else:
                 try:
-                    user = await self.rt.auth.authenticate(frame.token)
+                    # Fresh: `ready` shows the profile, and the socket keeps this user.
+                    user = await self.rt.auth.authenticate(frame.token, fresh=True)
                 except ReverbError:
                     await self._refuse(CLOSE_UNAUTHORIZED, "invalid or expired token")
                     return None

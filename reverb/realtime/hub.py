@@ -17,7 +17,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from reverb.domain.events import Envelope
 from reverb.metrics import GAP_FILLS
@@ -37,6 +37,15 @@ UNFOLLOW_AFTER_S = 30.0
 ReadLog = Callable[[str, int, int | None], Awaitable[list[Envelope]]]
 
 
+class Sessions(Protocol):
+    """What the process remembers of users' sessions (`services.access_cache.AccessCache`):
+    every envelope of the process passes the hub, so it is the one to tell."""
+
+    def forget_user(self, user_id: str) -> None: ...
+
+    def clear(self) -> None: ...
+
+
 @dataclass(slots=True)
 class _Chat:
     conns: set[Connection] = field(default_factory=set)
@@ -46,9 +55,10 @@ class _Chat:
 
 
 class Hub:
-    def __init__(self, bus: Bus, read_log: ReadLog) -> None:
+    def __init__(self, bus: Bus, read_log: ReadLog, sessions: Sessions | None = None) -> None:
         self._bus = bus
         self._read_log = read_log
+        self._sessions = sessions
         self._chats: dict[str, _Chat] = {}
         self._users: dict[str, set[Connection]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
@@ -210,11 +220,16 @@ class Hub:
 
     def dispatch(self, env: Envelope) -> None:
         if env.type == RECONNECTED:
+            if self._sessions is not None:
+                self._sessions.clear()  # a revocation may have been lost with the rest
             self._resync(list(self._chats))
             return
         if env.type == REPAIR:
             self._resync(repaired_chats(env))
             return
+        if env.type == "session.revoked" and self._sessions is not None:
+            for user_id in env.user_ids:
+                self._sessions.forget_user(user_id)
         if env.chat_id is None or env.seq is None:
             targets = set(self._chats[env.chat_id].conns) if env.chat_id in self._chats else set()
             for user_id in env.user_ids:

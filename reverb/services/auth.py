@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +13,8 @@ from reverb.config import Settings
 from reverb.domain.events import Envelope, SessionRevoked, encode
 from reverb.domain.users import IssuedTokens, User
 from reverb.errors import ErrorCode, ReverbError, conflict
-from reverb.metrics import LOGINS
+from reverb.metrics import ACCESS_USER_READS, LOGINS
+from reverb.services.access_cache import AccessCache
 from reverb.services.login_limits import LoginLimiter
 from reverb.services.passwords import Passwords
 from reverb.services.publish import Publisher
@@ -50,6 +51,8 @@ class AuthService:
     limiter: LoginLimiter
     # Told when a user's sessions end, so their open sockets close on every process.
     publisher: Publisher | None = None
+    # Shared with whatever else changes a user's row (profiles): see `access_cache`.
+    sessions: AccessCache = field(default_factory=AccessCache)
 
     async def _issue(
         self, tx: Tx, user: User, *, family_id: str | None, now: datetime
@@ -179,6 +182,9 @@ class AuthService:
         now = utcnow()
         await token_store.revoke_user(tx.conn, user_id, now)
         await user_store.bump_session_version(tx.conn, user_id, updated_at=now, **user_values)
+        # This process refuses the user's tokens at once; the others when the envelope below
+        # reaches their hub.
+        tx.after_commit(lambda: self.sessions.forget_user(user_id))
         if self.publisher is not None:
             envelope = Envelope(
                 type="session.revoked", data=encode(SessionRevoked()), user_ids=(user_id,)
@@ -204,10 +210,25 @@ class AuthService:
         async with self.db.transaction() as tx:
             await self._revoke_all(tx, user.id, password_hash=new_hash)
 
-    async def authenticate(self, token: str) -> User:
-        claims = self.access.verify(token)
-        async with self.db.read() as conn:
-            user = await user_store.get(conn, claims.user_id)
+    async def authenticate(self, token: str, *, fresh: bool = False) -> User:
+        """The user a valid access token of a live session belongs to. Served from the
+        process's cache (`access_cache`) unless `fresh`: then the user's row is read now, for
+        answers that show the profile itself."""
+        cache = self.sessions
+        claims = cache.claims(token)
+        if claims is None:
+            claims = self.access.verify(token)
+            cache.remember_claims(token, claims)
+        user = None if fresh else cache.user(claims.user_id)
+        # A token newer than the remembered row: the row is out of date (its sessions were
+        # ended, and the user logged in again, before this process heard of it).
+        if user is None or user.session_version < claims.session_version:
+            generation = cache.generation
+            ACCESS_USER_READS.inc()
+            async with self.db.read() as conn:
+                user = await user_store.get(conn, claims.user_id)
+            if user is not None:
+                cache.remember_user(user, generation)
         if user is None or user.session_version != claims.session_version:
             raise invalid_token("the session has ended; log in again")
         return user

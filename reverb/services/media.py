@@ -6,7 +6,7 @@ import contextlib
 import re
 import secrets
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from reverb.config import Settings
 from reverb.domain.users import User
 from reverb.errors import ErrorCode, ReverbError
 from reverb.services import images
+from reverb.services.access_cache import AccessCache
 from reverb.storage import media as media_store
 from reverb.storage import users as user_store
 from reverb.storage.db import Database
@@ -64,6 +65,8 @@ class MediaService:
     db: Database
     files: BlobStore
     settings: Settings
+    # The authenticated user of a request comes from here: told of avatar changes.
+    sessions: AccessCache = field(default_factory=AccessCache)
 
     def scratch(self) -> Path:
         return self.files.scratch()
@@ -150,6 +153,7 @@ class MediaService:
             assert current is not None
             await user_store.update_user(tx.conn, me.id, avatar_key=key, updated_at=utcnow())
             updated = await user_store.get(tx.conn, me.id)
+        self.sessions.forget_user(me.id)
         assert updated is not None
         if current.avatar_key and current.avatar_key != key:
             self.files.delete(current.avatar_key)

@@ -15,6 +15,8 @@ from reverb.services import views
 from reverb.services.chats import MANAGERS, chat_not_found, membership
 from reverb.services.eventlog import EventLog
 from reverb.services.sendbatch import SendBatcher, SendRequest, Sent
+from reverb.storage import chats as chat_store
+from reverb.storage import history as history_store
 from reverb.storage import messages as message_store
 from reverb.storage.db import Database, Tx
 from reverb.storage.messages import MessageRow
@@ -106,13 +108,25 @@ class MessageService:
 
     async def history(
         self, *, me: User, chat_id: str, before: int | None, after: int | None, limit: int
-    ) -> tuple[list[MessageView], bool]:
+    ) -> bytes:
+        """A `MessagePage` as JSON: messages ascending by seq, and whether more lie beyond the
+        page in the paging direction (`after` pages forwards, otherwise the page ends at
+        `before`, or is the newest). One statement; two when the page is empty."""
+        if not ids.is_id(chat_id):
+            raise chat_not_found()
         async with self.db.read() as conn:
-            await membership(conn, chat_id, me.id)
-            rows, more = await message_store.page(
-                conn, chat_id, before=before, after=after, limit=limit
+            rows = list(
+                await history_store.page(
+                    conn, chat_id, me.id, before=before, after=after, limit=limit + 1
+                )
             )
-            return await views.message_views(conn, rows, me.id), more
+            if not rows and await chat_store.get_member(conn, chat_id, me.id) is None:
+                raise chat_not_found()
+        more = len(rows) > limit
+        del rows[limit:]
+        if after is None:
+            rows.reverse()
+        return views.message_page_json(rows, more)
 
     async def _locked(self, tx: Tx, me: User, message_id: str) -> tuple[MessageRow, str]:
         """The message and the caller's role in its chat, with the chat locked; 404 for a

@@ -20,6 +20,7 @@ ACCESS = "access"
 class AccessClaims:
     user_id: str
     session_version: int
+    expires_at: float  # the token's `exp`: seconds since the epoch
 
 
 def invalid_token(detail: str = "the access token is invalid or expired") -> ReverbError:
@@ -69,7 +70,12 @@ class AccessTokens:
             )
         except jwt.PyJWTError:
             raise invalid_token() from None
-        sub, sv = claims.get("sub"), claims.get("sv")
-        if claims.get("typ") != ACCESS or not isinstance(sub, str) or not isinstance(sv, int):
+        sub, sv, exp = claims.get("sub"), claims.get("sv"), claims.get("exp")
+        if (
+            claims.get("typ") != ACCESS
+            or not isinstance(sub, str)
+            or not isinstance(sv, int)
+            or not isinstance(exp, int | float)
+        ):
             raise invalid_token()
-        return AccessClaims(user_id=sub, session_version=sv)
+        return AccessClaims(user_id=sub, session_version=sv, expires_at=float(exp))

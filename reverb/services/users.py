@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from reverb import ids
 from reverb.domain.users import User
 from reverb.errors import ErrorCode, not_found
+from reverb.services.access_cache import AccessCache
 from reverb.storage import users as user_store
 from reverb.storage.db import Database
 from reverb.storage.types import utcnow
@@ -15,6 +16,8 @@ from reverb.storage.types import utcnow
 @dataclass(slots=True)
 class UserService:
     db: Database
+    # The authenticated user of a request comes from here: told of profile changes.
+    sessions: AccessCache = field(default_factory=AccessCache)
 
     async def get(self, user_id: str) -> User:
         if not ids.is_id(user_id):
@@ -34,10 +37,11 @@ class UserService:
         if bio is not None:
             values["bio"] = bio
         if not values:
-            return user
+            return await self.get(user.id)  # `user` may be the cached one: answer fresh
         async with self.db.transaction() as tx:
             await user_store.update_user(tx.conn, user.id, updated_at=utcnow(), **values)
             updated = await user_store.get(tx.conn, user.id)
+        self.sessions.forget_user(user.id)
         assert updated is not None
         return updated
 

@@ -137,29 +137,6 @@ def _by_client_ids(dialect: str) -> Select[Any]:
     )
 
 
-async def page(
-    conn: AsyncConnection, chat_id: str, *, before: int | None, after: int | None, limit: int
-) -> tuple[list[MessageRow], bool]:
-    """Messages ascending by seq, and whether more lie beyond the page in the paging direction.
-
-    `after` pages forwards (catch-up), otherwise the page ends at `before` (or the newest).
-    """
-    m = messages.c
-    stmt = select(*_MESSAGE).where(m.chat_id == chat_id).limit(limit + 1)
-    if before is not None:
-        stmt = stmt.where(m.seq < before)
-    if after is not None:
-        stmt = stmt.where(m.seq > after).order_by(m.seq)
-    else:
-        stmt = stmt.order_by(m.seq.desc())
-    rows = [_message(r) for r in await conn.execute(stmt)]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if after is None:
-        rows.reverse()
-    return rows, more
-
-
 async def update_message(conn: AsyncConnection, message_id: str, **values: Any) -> None:
     await conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
 

@@ -23,7 +23,8 @@ async def _me(user: User, services: Services) -> MeOut:
 
 @router.get("/me", responses=responses(401))
 async def me(user: CurrentUser, services: ServicesDep) -> MeOut:
-    return await _me(user, services)
+    # Read again: the authenticated user may come from the access cache, a few seconds old.
+    return await _me(await services.users.get(user.id), services)
 
 
 @router.patch("/me", responses=responses(401, 422))
