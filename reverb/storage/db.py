@@ -7,25 +7,22 @@ this is where events are published, so no client hears of a change a rollback re
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, make_url, text
+from sqlalchemy import event, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from reverb.storage import sqlite_inline
+from reverb.storage import sqlite_driver
+from reverb.storage.sqlite_writer import SqliteWriter
 
 log = logging.getLogger(__name__)
 
 AfterCommit = Callable[[], Awaitable[None]]
-
-# How long a SQLite writer waits for another writer's lock before failing.
-SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
 class Tx:
@@ -44,29 +41,21 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        # Let SQLAlchemy's "begin" event below emit BEGIN itself, so writers can ask for
-        # BEGIN IMMEDIATE: a deferred writer that first reads fails with "database is locked"
-        # instead of waiting when another writer got there first.
-        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # WAL: readers never wait for the writer, nor the writer for readers.
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")  # durable across app crashes; WAL keeps it safe
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.close()
         # SQLite's own lower() folds ASCII only; searches must fold every script alike.
         dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        # The writer asks for BEGIN IMMEDIATE: a deferred writer that first reads fails with
+        # "database is locked" instead of waiting when another process's writer got there first.
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        driver = conn.connection.driver_connection
-        if isinstance(driver, sqlite_inline.InlineConnection):
-            # Straight to SQLite: through SQLAlchemy's statement machinery a BEGIN cost about
-            # as much as the query it starts.
-            driver.begin(mode)
-        else:
-            conn.exec_driver_sql(f"BEGIN {mode}")
+        sqlite_driver.begin(conn.connection.dbapi_connection, mode)
 
 
 def _lower(value: object) -> object:
@@ -81,30 +70,22 @@ class Database:
         if self.is_sqlite:
             # Every request holding a read snapshot holds a connection; one beyond the pool was
             # opened (PRAGMAs, functions) and closed again per request, which cost more than
-            # the request. SQLite connections are cheap to keep: keep plenty.
-            kwargs = {
-                "async_creator": sqlite_inline.creator(make_url(url).database or ""),
-                "pool_size": pool_size * 2,
-                "max_overflow": pool_size * 2,
-            }
+            # the request. SQLite connections are cheap to keep: keep plenty (one of them is
+            # the writer's, held for good).
+            kwargs = {"pool_size": pool_size * 2 + 1, "max_overflow": pool_size * 2}
         else:
             kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
         self.engine = create_async_engine(url, **kwargs)
-        # SQLite statements run inline (see sqlite_inline): a second writer of this process
-        # must wait here, not inside BEGIN IMMEDIATE, where it would hold up the loop and so
-        # the very writer it waits for.
-        self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
+        self._sqlite_writer: SqliteWriter | None = None
         if self.is_sqlite:
             _sqlite_setup(self.engine)
+            self._sqlite_writer = SqliteWriter(self.engine)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with self._writer(), self.engine.connect() as conn:
-            if self.is_sqlite:
-                await conn.execution_options(sqlite_begin="IMMEDIATE")
+        async with self._write_connection() as conn:
             tx = Tx(conn)
-            async with conn.begin():
-                yield tx
+            yield tx
         for callback in tx._after:
             try:
                 await callback()
@@ -113,8 +94,16 @@ class Database:
                 # Clients recover what they missed by resuming from their last seq.
                 log.exception("after-commit callback failed")
 
-    def _writer(self) -> AbstractAsyncContextManager[object]:
-        return self._sqlite_writer if self._sqlite_writer is not None else nullcontext()
+    @asynccontextmanager
+    async def _write_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a write transaction, committed when the block ends. SQLite has one
+        writer per file: this process's units of work take turns on its write connection."""
+        if self._sqlite_writer is not None:
+            async with self._sqlite_writer.transaction() as conn:
+                yield conn
+        else:
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -127,4 +116,6 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.close()
         await self.engine.dispose()
