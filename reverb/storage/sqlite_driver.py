@@ -10,7 +10,8 @@ Running every statement in place instead (as this project once did) lets one slo
 a wait for another process's write lock, freeze every socket of the process.
 
 So each statement is first run here, in the loop's thread, with a budget:
-- a SELECT still running after `BUDGET_S` is interrupted through SQLite's progress handler
+- a SELECT (a statement that begins with SELECT: nothing else is known to write nothing)
+  still running after `BUDGET_S` is interrupted through SQLite's progress handler
   (an interrupted SELECT leaves its transaction and snapshot as they were) and run again, whole,
   on the connection's own thread, rows included; the loop is held at most `BUDGET_S` per
   statement, however long the query;
