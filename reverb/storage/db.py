@@ -46,6 +46,8 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")  # durable across app crashes; WAL keeps it safe
         cur.execute("PRAGMA foreign_keys=ON")
+        # No checkpoint at commit, in the event loop: the writer task runs them on its thread.
+        cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
         # SQLite's own lower() folds ASCII only; searches must fold every script alike.
         dbapi_conn.create_function("lower", 1, _lower, deterministic=True)

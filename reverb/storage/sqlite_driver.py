@@ -34,12 +34,8 @@ with SQLAlchemy's dialect registry. Only public attributes of SQLAlchemy and `sq
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import os
 import sqlite3
-import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -70,14 +66,6 @@ BUDGET_S = 0.002
 PROGRESS_STEPS = 1000
 # How long a statement waits, on its thread, for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 10_000
-
-
-def _yield_cpu_to_the_loop() -> None:
-    """On a busy host a long query competes with the event loop for a core: give this thread
-    the lowest priority (on Linux a thread has its own nice value), so sockets keep theirs."""
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _is_select(sql: str) -> bool:
@@ -137,9 +125,7 @@ class DriverConnection:
                 raw.set_progress_handler(self._progress, PROGRESS_STEPS)
 
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(
-                1, thread_name_prefix="reverb-sqlite", initializer=_yield_cpu_to_the_loop
-            )
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="reverb-sqlite")
         done = asyncio.get_running_loop().run_in_executor(self._thread, there)
         try:
             return await asyncio.shield(done)

@@ -17,7 +17,13 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from reverb.storage.sqlite_driver import DriverConnection
+
 log = logging.getLogger(__name__)
+
+# Connections do not checkpoint at commit (see db.py); the writer does, this often. SQLite's own
+# default is every 1,000 WAL pages, and a commit here writes a handful of pages.
+CHECKPOINT_EVERY_COMMITS = 100
 
 
 class WriterClosed(RuntimeError):
@@ -54,6 +60,7 @@ class SqliteWriter:
         self._queue: asyncio.Queue[_Turn] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._commits = 0
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -122,10 +129,28 @@ class SqliteWriter:
                     await conn.rollback()
             else:
                 turn.done.set_result(None)
+                self._commits += 1
+                if commit and self._commits % CHECKPOINT_EVERY_COMMITS == 0:
+                    await self._checkpoint(conn)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else WriterClosed("the writer stopped")
             _fail(turn, error)
             raise
+
+    async def _checkpoint(self, conn: AsyncConnection) -> None:
+        """Copy the WAL back into the database file, on the connection's thread: at commit, in
+        the loop, it would hold every socket up for its writes and fsyncs. Between two units of
+        work on the write connection, nothing is appended meanwhile, so the checkpoint reaches
+        the end of the WAL and the next writer starts it again from the beginning (a checkpoint
+        that always lags behind the writers would let the WAL grow without end)."""
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert isinstance(driver, DriverConnection)
+        try:
+            await driver.on_thread(
+                lambda: driver.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            )
+        except Exception:
+            log.exception("SQLite checkpoint failed")  # the WAL only grows until the next one
 
     def _fail_queued(self, error: Exception) -> None:
         while not self._queue.empty():
@@ -138,3 +163,6 @@ class SqliteWriter:
             task.cancel()
             await asyncio.wait([task])
         self._fail_queued(WriterClosed("the database is closed"))
+        if self._commits:
+            async with self._engine.connect() as conn:
+                await self._checkpoint(conn)  # a clean stop leaves a short WAL
