@@ -6,17 +6,19 @@ and the dialect makes three or four such calls per statement (cursor, execute, f
 Measured on this project's hosts (2 cores), one hop costs 80-110 µs of CPU, a statement through
 SQLAlchemy and aiosqlite about 400 µs and a read transaction about 800 µs, against about 10 µs for
 an indexed query run in place: a history page or a send batch would cost several times more.
-Running every statement in place instead (as this project once did) lets one slow statement, or
-a wait for another process's write lock, freeze every socket of the process.
+Running every statement in place instead (storage/sqlite_inline did, before this) lets one slow
+statement, or a wait for another process's write lock, freeze every socket of the process.
 
 So each statement is first run here, in the loop's thread, with a budget:
 - a SELECT (a statement that begins with SELECT: nothing else is known to write nothing)
   still running after `BUDGET_S` is interrupted through SQLite's progress handler
   (an interrupted SELECT leaves its transaction and snapshot as they were) and run again, whole,
   on the connection's own thread, rows included; the loop is held at most `BUDGET_S` per
-  statement, however long the query. A full-text query (MATCH) goes to the thread at once: FTS5
-  reads its posting lists inside single steps the progress handler cannot interrupt (measured:
-  a 300,000-message chat held the loop 80-130 ms before the first check);
+  statement, however long the query (wall time: on a busy host a preempted quick query may move
+  too, about 1% of a history benchmark's statements, at the cost of one hop). A full-text query
+  (MATCH) goes to the thread at once: FTS5 reads its posting lists inside single steps the
+  progress handler cannot interrupt (measured: a 300,000-message chat held the loop 80-130 ms
+  before the first check);
 - a statement that finds the database locked (SQLITE_BUSY: another process is writing) gave up at
   once, since connections are opened with no busy timeout; it is run again on the connection's
   thread with `BUSY_TIMEOUT_MS`, so the wait happens there;
@@ -44,7 +46,6 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import pool
 from sqlalchemy.connectors.asyncio import (
     AsyncAdapt_dbapi_connection,
-    AsyncAdapt_dbapi_cursor,
     AsyncAdapt_dbapi_module,
     AsyncIODBAPIConnection,
 )
@@ -215,15 +216,10 @@ class DriverCursor:
         self._cursor.close()
 
 
-class AdaptedCursor(AsyncAdapt_dbapi_cursor):
-    __slots__ = ()
-
-
 class AdaptedConnection(AsyncAdapt_dbapi_connection):
     """The PEP 249 face SQLAlchemy sees; `driver_connection` is the `DriverConnection`."""
 
     __slots__ = ()
-    _cursor_cls = AdaptedCursor
 
     @property
     def isolation_level(self) -> str | None:

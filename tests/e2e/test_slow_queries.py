@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -35,28 +34,35 @@ SOCKETS_EACH = 10  # 100 sockets in all
 DURING_SEARCH = 10
 
 
-async def _raw_request(url: str, path: str, token: str) -> Callable[[], Coroutine[Any, Any, Json]]:
-    """Write a GET to the server's socket now; the returned call waits for its answer. (When
-    this returns, the request has been handed to the kernel: work started after it is work
-    the server is asked to do after the request.)"""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        (
-            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
-    )
-    await writer.drain()
+class _RawGet:
+    """A GET written to the server's socket at once: when `send` returns, the request has been
+    handed to the kernel, so work started after it is work the server is asked to do after."""
 
-    async def answer() -> Json:
-        head = await reader.readuntil(b"\r\n\r\n")
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def send(cls, url: str, path: str, token: str) -> _RawGet:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+        )
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def answer(self) -> Json:
+        head = await self._reader.readuntil(b"\r\n\r\n")
         arrived = time.monotonic()
-        body = await reader.read()
-        writer.close()
+        body = await self._reader.read()
         return {"status": int(head.split()[1]), "body": body, "arrived": arrived}
 
-    return answer
+    def close(self) -> None:
+        self._writer.close()
 
 
 async def _set_up(url: str) -> tuple[dict[str, Any], str, list[dict[str, Any]], str]:
@@ -109,13 +115,19 @@ async def _measure(
         )
 
     await round_trip()  # every socket is live before the search begins
-    search_path = f"/api/messages/search?q={quote(SEARCH)}"
-    answer = asyncio.create_task((await _raw_request(url, search_path, sender["access_token"]))())
+    request = await _RawGet.send(
+        url, f"/api/messages/search?q={quote(SEARCH)}", sender["access_token"]
+    )
+    answer = asyncio.create_task(request.answer())
     completed: list[float] = []
-    while not answer.done():
-        await round_trip()
-        completed.append(time.monotonic())
-    search = await answer
+    try:
+        while not answer.done():
+            await round_trip()
+            completed.append(time.monotonic())
+        search = await answer
+    finally:
+        answer.cancel()
+        request.close()
     assert search["status"] == 200, search
     assert len(orjson.loads(search["body"])["items"]) > 0
     during = [t for t in completed if t < search["arrived"]]
@@ -123,7 +135,9 @@ async def _measure(
 
 
 def test_a_slow_search_holds_up_no_delivery(tmp_path: Path, database_url: str) -> None:
-    with reverb_serve(tmp_path, server_env(database_url)) as (url, _log):
+    # The sender sends far faster than a person: the per-socket send limit is not under test.
+    env = server_env(database_url, ws_send_rate="1000000", ws_send_burst="1000000")
+    with reverb_serve(tmp_path, env) as (url, _log):
         sender, big, receivers, live = asyncio.run(_set_up(url))
         bulk_history(database_url, big, sender["user"]["id"], BIG_CHAT)
         asyncio.run(_deliveries_during_search(url, sender, receivers, live))
