@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 import uvloop
@@ -290,9 +290,49 @@ async def latency(spec: Spec) -> Spec:
     await until_quiet(spec["target"]["pids"])
     await level(spec["rates"][0], spec.get("warmup_s", 1.0), "warm")
     results = [await level(rate, spec["duration_s"], f"l{rate}") for rate in spec["rates"]]
+    out: Spec = {"members": len(peers), "levels": results}
+    if "search" in spec:
+        # The same again while one client searches without pause (each search slow).
+        searches = _Searches(spec)
+        task = asyncio.ensure_future(searches.run())
+        await searches.started.wait()
+        during = await level(spec["rates"][0], spec["duration_s"], "s")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        quiet, busy = results[0]["latency_ms"]["p99"], during["latency_ms"]["p99"]
+        out |= {
+            "during_search": during,
+            "searches_done": len(searches.took),
+            "search_ms": ms(searches.took),
+            "p99_during_search_over_quiet": round(busy / quiet, 2) if quiet and busy else None,
+        }
     for p in peers:
         p.close()
-    return {"members": len(peers), "levels": results}
+    return out
+
+
+class _Searches:
+    """One client asking for a slow full-text search, again as soon as each answer arrives."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.url = urlsplit(spec["target"]["http_url"])
+        self.headers = f"Authorization: Bearer {spec['search']['token']}\r\n"
+        self.path = f"/api/messages/search?q={quote(spec['search']['query'])}"
+        self.started = asyncio.Event()
+        self.took: list[int] = []
+
+    async def run(self) -> None:
+        conn = await HttpConn.open(self.url.hostname or "127.0.0.1", self.url.port or 80)
+        try:
+            while True:
+                t0 = time.monotonic_ns()
+                self.started.set()
+                status, body = await conn.get(self.path, self.headers)
+                if status != 200 or not orjson.loads(body)["items"]:
+                    raise RuntimeError(f"search: {status} {body[:300]!r}")
+                self.took.append(time.monotonic_ns() - t0)
+        finally:
+            conn.close()
 
 
 async def shards(spec: Spec) -> Spec:

@@ -162,6 +162,17 @@ def summary(r: Doc) -> list[str]:
                 f"replayed event, p95 | {_fmt(p95, 1)} | | | < 200 | "
                 f"{_verdict(p95 < 200 and not res['incomplete'])} |"
             )
+    for db in ("sqlite", "postgres"):
+        ss = _get(r, f"reverb-{db}", "slow-search")
+        if ss:
+            quiet = ss["levels"][0]["latency_ms"]["p99"]
+            busy = ss["during_search"]["latency_ms"]["p99"]
+            ratio = ss["p99_during_search_over_quiet"]
+            rows.append(
+                f"| slow search ({db}), {ss['members']} sockets | delivery p99 ms while "
+                f"searching (quiet) | {_fmt(busy, 2)} ({_fmt(quiet, 2)}) | | {_fmt(ratio, 2)} "
+                f"(÷ quiet) | ≤ 2x quiet | {_verdict(None if ratio is None else ratio <= 2)} |"
+            )
     two = r.get("two-process")
     if two:
         extra = two["extra_p50_ms"]

@@ -64,6 +64,11 @@ class Sizes:
     shard_members: int = 50
     shard_rate: int = 100
     shard_s: float = 5.0
+    # Delivery latency while a slow search runs (its matches ranked and sorted: seconds).
+    slow_search_members: int = 100
+    slow_search_messages: int = 300_000
+    slow_search_rate: int = 20
+    slow_search_s: float = 5.0
 
 
 FULL = Sizes()
@@ -97,6 +102,10 @@ SMOKE = Sizes(
     shard_members=3,
     shard_rate=20,
     shard_s=0.5,
+    slow_search_members=4,
+    slow_search_messages=2_000,
+    slow_search_rate=10,
+    slow_search_s=0.5,
 )
 
 
@@ -115,6 +124,7 @@ class Plan:
         "redis-hang",
         "markers",
         "shards",
+        "slow-search",
     )
     profile: Path | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="reverb-bench-")))
@@ -465,6 +475,34 @@ def run_history(plan: Plan, server: Server, world: World, db_url: str) -> dict[s
     return result
 
 
+SLOW_SEARCH = "long conversation about benchmarks"  # every word in every seeded message
+
+
+def run_slow_search(plan: Plan, server: Server, world: World, db_url: str) -> dict[str, Any]:
+    """Delivery latency into the big chat, quiet and then while a slow search runs."""
+    s = plan.sizes
+    token = world.users.tokens[0]
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        chat = seed.group(client, token, "archive", [])
+    plan.say(f"  writing {s.slow_search_messages} messages into the archive chat")
+    seed.bulk_history(db_url, chat, world.users.ids[0], s.slow_search_messages)
+    conns = big_chat_conns(plan, world, s.slow_search_members)
+    for i, c in enumerate(conns):
+        c.update(server=server.ws_url, sender=i == 0)
+    return loadgen(
+        plan,
+        {
+            "scenario": "latency",
+            "target": target(server),
+            "conns": conns,
+            "rates": [s.slow_search_rate],
+            "duration_s": s.slow_search_s,
+            "warmup_s": s.warmup_s,
+            "search": {"token": token, "query": SLOW_SEARCH},
+        },
+    )
+
+
 def run_resume(plan: Plan, server: Server, world: World) -> dict[str, Any]:
     s = plan.sizes
     token = world.users.tokens[0]
@@ -668,7 +706,7 @@ def run(plan: Plan) -> dict[str, Any]:
             out[key] = {}
             # Fan-out, latency and connections cost the same on either database (a send is one
             # commit whatever the chat's size): they run on the first database only.
-            per_db = ["send", "history", "resume", "markers"]
+            per_db = ["send", "history", "resume", "markers", "slow-search"]
             if db_kind == plan.databases[0]:
                 per_db += ["fanout", "latency", "connections"]
             for scenario in [n for n in plan.scenarios if n in per_db]:
@@ -679,6 +717,8 @@ def run(plan: Plan) -> dict[str, Any]:
                     out[key][scenario] = run_resume(plan, server, world)
                 elif scenario == "markers":
                     out[key][scenario] = run_markers(plan, server, world)
+                elif scenario == "slow-search":
+                    out[key][scenario] = run_slow_search(plan, server, world, url)
                 else:
                     out[key][scenario] = RAW_RUNNERS[scenario](plan, server, world)
         finally:

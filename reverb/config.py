@@ -33,7 +33,7 @@ def async_database_url(raw: str) -> str:
         if url.database in (None, "", ":memory:"):
             # Every pooled connection would get its own empty database.
             raise ConfigError("DATABASE_URL: in-memory SQLite is not supported; name a file")
-        url = url.set(drivername="sqlite+aiosqlite")
+        url = url.set(drivername="sqlite+reverb")  # reverb.storage.sqlite_driver
     elif backend in ("postgresql", "postgres"):
         query = dict(url.query)
         if "sslmode" in query:  # libpq spelling; asyncpg calls it `ssl`

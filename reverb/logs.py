@@ -77,6 +77,6 @@ def configure(*, fmt: str, level: str) -> None:
         logging.getLogger(name).propagate = True
     # Our own middleware logs each request once, with its id and route.
     logging.getLogger("uvicorn.access").disabled = True
-    # Chatty at DEBUG, and aiosqlite's lines carry SQL parameters (hashes): never below WARNING.
-    for name in ("aiosqlite", "alembic.runtime.plugins", "asyncio", "multipart"):
+    # Chatty at DEBUG: never below WARNING.
+    for name in ("alembic.runtime.plugins", "asyncio", "multipart"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -10,23 +10,20 @@ lock, and the second cannot commit before the first's callbacks ran).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, make_url, text
+from sqlalchemy import event, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from reverb.storage import sqlite_inline
+from reverb.storage import sqlite_driver
+from reverb.storage.sqlite_writer import SqliteWriter
 
 # Must not block or raise: it hands the event to the relay (reverb.services.publish).
 AfterCommit = Callable[[], None]
-
-# How long a SQLite writer waits for another writer's lock before failing.
-SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
 class Tx:
@@ -39,35 +36,33 @@ class Tx:
     def after_commit(self, callback: AfterCommit) -> None:
         self._after.append(callback)
 
+    def committed(self) -> None:
+        for callback in self._after:
+            callback()
+
 
 def _sqlite_setup(engine: AsyncEngine) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        # Let SQLAlchemy's "begin" event below emit BEGIN itself, so writers can ask for
-        # BEGIN IMMEDIATE: a deferred writer that first reads fails with "database is locked"
-        # instead of waiting when another writer got there first.
-        dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # WAL: readers never wait for the writer, nor the writer for readers.
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")  # durable across app crashes; WAL keeps it safe
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # No checkpoint at commit, in the event loop: the writer task runs them on its thread.
+        cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
         # SQLite's own lower() folds ASCII only; searches must fold every script alike.
         dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        # The writer asks for BEGIN IMMEDIATE: a deferred writer that first reads fails with
+        # "database is locked" instead of waiting when another process's writer got there first.
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        driver = conn.connection.driver_connection
-        if isinstance(driver, sqlite_inline.InlineConnection):
-            # Straight to SQLite: through SQLAlchemy's statement machinery a BEGIN cost about
-            # as much as the query it starts.
-            driver.begin(mode)
-        else:
-            conn.exec_driver_sql(f"BEGIN {mode}")
+        sqlite_driver.begin(conn.connection.dbapi_connection, mode)
 
 
 def _lower(value: object) -> object:
@@ -82,35 +77,37 @@ class Database:
         if self.is_sqlite:
             # Every request holding a read snapshot holds a connection; one beyond the pool was
             # opened (PRAGMAs, functions) and closed again per request, which cost more than
-            # the request. SQLite connections are cheap to keep: keep plenty.
-            kwargs = {
-                "async_creator": sqlite_inline.creator(make_url(url).database or ""),
-                "pool_size": pool_size * 2,
-                "max_overflow": pool_size * 2,
-            }
+            # the request. SQLite connections are cheap to keep: keep plenty (one of them is
+            # the writer's, held for good).
+            kwargs = {"pool_size": pool_size * 2 + 1, "max_overflow": pool_size * 2}
         else:
             kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
         self.engine = create_async_engine(url, **kwargs)
-        # SQLite statements run inline (see sqlite_inline): a second writer of this process
-        # must wait here, not inside BEGIN IMMEDIATE, where it would hold up the loop and so
-        # the very writer it waits for.
-        self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
+        self._sqlite_writer: SqliteWriter | None = None
         if self.is_sqlite:
             _sqlite_setup(self.engine)
+            self._sqlite_writer = SqliteWriter(self.engine)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        async with self._writer(), self.engine.connect() as conn:
-            if self.is_sqlite:
-                await conn.execution_options(sqlite_begin="IMMEDIATE")
+        """A unit of work, committed when the block ends (rolled back if it raises); its
+        after-commit callbacks run as soon as the commit has returned.
+
+        SQLite has one writer per file: this process's units of work take turns on the writer's
+        connection, which wakes a unit of work whose commit it reported before it lends the
+        connection to the next. On PostgreSQL the callbacks run before the connection goes back
+        to the pool (an await that would let a later commit of the chat overtake them)."""
+        if self._sqlite_writer is not None:
+            async with self._sqlite_writer.transaction() as conn:
+                tx = Tx(conn)
+                yield tx
+            tx.committed()
+            return
+        async with self.engine.connect() as conn:
             tx = Tx(conn)
             async with conn.begin():
                 yield tx
-            for callback in tx._after:
-                callback()
-
-    def _writer(self) -> AbstractAsyncContextManager[object]:
-        return self._sqlite_writer if self._sqlite_writer is not None else nullcontext()
+            tx.committed()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -123,4 +120,6 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.close()
         await self.engine.dispose()

@@ -9,6 +9,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from reverb.storage import sqlite_driver  # noqa: F401 -- registers the sqlite+reverb dialect
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 

@@ -114,6 +114,13 @@ def test_shards_deliver_every_phase(smoke: dict) -> None:  # type: ignore[type-a
     assert "shards:" in smoke["report"]
 
 
+def test_deliveries_go_on_during_a_slow_search(smoke: dict) -> None:  # type: ignore[type-arg]
+    slow = smoke["results"][f"reverb-{smoke['db']}"]["slow-search"]
+    during = slow["during_search"]
+    assert during["received"] == during["expected"] > 0
+    assert slow["searches_done"] > 0
+
+
 def test_report_and_plot_are_written(smoke: dict) -> None:  # type: ignore[type-arg]
     assert "| send (" in smoke["report"] and "bench:end" in smoke["report"]
     assert smoke["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

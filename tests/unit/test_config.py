@@ -13,9 +13,9 @@ from reverb.config import ConfigError, async_database_url, load_settings
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        ("sqlite:///./reverb.db", "sqlite+aiosqlite:///./reverb.db"),
-        ("sqlite:////var/lib/reverb.db", "sqlite+aiosqlite:////var/lib/reverb.db"),
-        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite:///./reverb.db", "sqlite+reverb:///./reverb.db"),
+        ("sqlite:////var/lib/reverb.db", "sqlite+reverb:////var/lib/reverb.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+reverb:///x.db"),
         ("postgresql://u:p@db/chat", "postgresql+asyncpg://u:p@db/chat"),
         ("postgres://u@db:5433/chat", "postgresql+asyncpg://u@db:5433/chat"),
         ("postgresql+psycopg://u@db/chat", "postgresql+asyncpg://u@db/chat"),
