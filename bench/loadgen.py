@@ -104,6 +104,19 @@ async def connect_all(
     return list(await asyncio.gather(*(one(c) for c in conns)))
 
 
+async def connect_to_their_servers(
+    spec: Spec, conns: Sequence[dict[str, Any]], on_event: Callable[[Peer, Spec, int], None]
+) -> list[Peer]:
+    """`connect_all` for connections that each name the server (`server`) they go to."""
+    peers: list[Peer] = []
+    for server in {c["server"] for c in conns}:
+        part = [c for c in conns if c["server"] == server]
+        peers += await connect_all(
+            {**spec, "target": {**spec["target"], "ws_url": server}}, part, on_event
+        )
+    return peers
+
+
 async def run_for(seconds: float, loops: Sequence[Awaitable[None]]) -> None:
     tasks = [asyncio.ensure_future(loop) for loop in loops]
     try:
@@ -243,12 +256,7 @@ async def latency(spec: Spec) -> Spec:
                 per_server.setdefault(peer.tag["server"], []).append(lat)  # type: ignore[index]
 
     conns = spec["conns"]
-    peers: list[Peer] = []
-    for server in {c["server"] for c in conns}:
-        part = [c for c in conns if c["server"] == server]
-        peers += await connect_all(
-            {**spec, "target": {**spec["target"], "ws_url": server}}, part, on_event
-        )
+    peers = await connect_to_their_servers(spec, conns, on_event)
     sender = next(p for p in peers if p.tag["sender"])  # type: ignore[index]
     chat = conns[0]["chats"][0]
     receivers = len(peers) - 1
@@ -672,12 +680,7 @@ async def hang(spec: Spec) -> Spec:
             tag["seen"].add(key)
 
     conns = spec["conns"]
-    peers: list[Peer] = []
-    for server in {c["server"] for c in conns}:
-        part = [c for c in conns if c["server"] == server]
-        peers += await connect_all(
-            {**spec, "target": {**spec["target"], "ws_url": server}}, part, on_event
-        )
+    peers = await connect_to_their_servers(spec, conns, on_event)
     await until_quiet(spec["target"]["pids"])
     sender = next(p for p in peers if p.tag["sender"])  # type: ignore[index]
     chat = conns[0]["chats"][0]

@@ -527,32 +527,41 @@ def run_resume(plan: Plan, server: Server, world: World) -> dict[str, Any]:
     return {**result, "fill_messages_per_s": fill["messages_per_s"]}
 
 
-def run_two_process(plan: Plan, db_kind: str) -> dict[str, Any]:
-    s = plan.sizes
+@contextmanager
+def two_processes(
+    plan: Plan, db_kind: str, name: str, members: int
+) -> Iterator[tuple[Server, Server, list[dict[str, Any]], RedisServer]]:
+    """Two Reverb processes on one database and a Redis of the run's own, and the big chat's
+    connections, alternately on each (the first one, on the first process, sends)."""
     with redis_server(plan) as redis:
-        url = database_url(plan, db_kind, "reverb_bench_two")
-        env = reverb_env(url, plan.workdir / "media-two", redis.url)
-        a = start_reverb(plan, "reverb-a", env)
-        b = start_reverb(plan, "reverb-b", env)
+        url = database_url(plan, db_kind, f"reverb_bench_{name}")
+        env = reverb_env(url, plan.workdir / f"media-{name}", redis.url)
+        a = start_reverb(plan, f"reverb-{name}-a", env)
+        b = start_reverb(plan, f"reverb-{name}-b", env)
         try:
-            world = set_up(plan, a)
-            conns = big_chat_conns(plan, world, s.two_process_members)
+            conns = big_chat_conns(plan, set_up(plan, a), members)
             for i, c in enumerate(conns):
                 c.update(server=(a if i % 2 == 0 else b).ws_url, sender=i == 0)
-            result = loadgen(
-                plan,
-                {
-                    "scenario": "latency",
-                    "target": target(a, a, b),
-                    "conns": conns,
-                    "rates": [s.two_process_rate],
-                    "duration_s": s.two_process_s,
-                    "warmup_s": s.warmup_s,
-                },
-            )
+            yield a, b, conns, redis
         finally:
             a.stop()
             b.stop()
+
+
+def run_two_process(plan: Plan, db_kind: str) -> dict[str, Any]:
+    s = plan.sizes
+    with two_processes(plan, db_kind, "two", s.two_process_members) as (a, b, conns, _):
+        result = loadgen(
+            plan,
+            {
+                "scenario": "latency",
+                "target": target(a, a, b),
+                "conns": conns,
+                "rates": [s.two_process_rate],
+                "duration_s": s.two_process_s,
+                "warmup_s": s.warmup_s,
+            },
+        )
     level = result["levels"][0]
     same = level["by_server"].get(a.ws_url, {}).get("p50")
     other = level["by_server"].get(b.ws_url, {}).get("p50")
@@ -570,32 +579,20 @@ def run_hang(plan: Plan, db_kind: str) -> dict[str, Any]:
     """Sends while Redis is stopped (SIGSTOP) between two processes: the acks during it, and
     how long after it every member has every message."""
     s = plan.sizes
-    with redis_server(plan) as redis:
-        url = database_url(plan, db_kind, "reverb_bench_hang")
-        env = reverb_env(url, plan.workdir / "media-hang", redis.url)
-        a = start_reverb(plan, "reverb-hang-a", env)
-        b = start_reverb(plan, "reverb-hang-b", env)
-        try:
-            world = set_up(plan, a)
-            conns = big_chat_conns(plan, world, s.hang_members)
-            for i, c in enumerate(conns):
-                c.update(server=(a if i % 2 == 0 else b).ws_url, sender=i == 0)
-            result = loadgen(
-                plan,
-                {
-                    "scenario": "hang",
-                    "target": target(a, a, b),
-                    "conns": conns,
-                    "rate": s.hang_rate,
-                    "before_s": s.warmup_s,
-                    "pause_s": s.hang_pause_s,
-                    "after_s": s.warmup_s,
-                    "redis_pid": redis.pid,
-                },
-            )
-        finally:
-            a.stop()
-            b.stop()
+    with two_processes(plan, db_kind, "hang", s.hang_members) as (a, b, conns, redis):
+        result = loadgen(
+            plan,
+            {
+                "scenario": "hang",
+                "target": target(a, a, b),
+                "conns": conns,
+                "rate": s.hang_rate,
+                "before_s": s.warmup_s,
+                "pause_s": s.hang_pause_s,
+                "after_s": s.warmup_s,
+                "redis_pid": redis.pid,
+            },
+        )
     return {**result, "database": db_kind}
 
 
