@@ -1,30 +1,38 @@
 """SQLite's one writer and its driver, on a real database file: units of work take turns, a lock
-held by another connection is waited for off the loop, and a slow query leaves the loop."""
+held by another connection is waited for off the loop, and a slow query leaves the loop.
+
+These test the SQLite storage itself, so they run on a SQLite file of their own whichever
+database the suite runs against."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from reverb.config import async_database_url
 from reverb.storage import sqlite_driver
 from reverb.storage.db import Database
 
 
 @pytest.fixture
-def sqlite_path(database_url: str) -> str:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's writer and driver")
-    path = make_url(database_url).database
-    assert path is not None
-    return path
+def sqlite_path(tmp_path: Path) -> str:
+    return str(tmp_path / "writer.db")
+
+
+@pytest.fixture
+async def db(sqlite_path: str) -> AsyncIterator[Database]:
+    database = Database(async_database_url(f"sqlite:///{sqlite_path}"))
+    try:
+        yield database
+    finally:
+        await database.close()
 
 
 @contextmanager
