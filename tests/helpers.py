@@ -1,11 +1,15 @@
-"""Small helpers the tests share: registering users and checking problem bodies."""
+"""Small helpers the tests share: registering users, checking problem bodies, waiting on a
+condition."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 _counter = itertools.count(1)
 PASSWORD = "correct horse battery"
@@ -93,3 +97,15 @@ async def events(
         out += r.json()["items"]
         if not r.json()["has_more"]:
             return out
+
+
+async def until(
+    condition: Callable[[], bool], what: str = "the condition", timeout: float = 10.0
+) -> None:
+    """Wait (bounded) until `condition()` holds; fail the test, saying `what`, if it does not."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.01)  # poll interval, bounded by the timeout above
+    except TimeoutError:
+        pytest.fail(f"not within {timeout} s: {what}")

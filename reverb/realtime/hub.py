@@ -222,10 +222,10 @@ class Hub:
         if env.type == RECONNECTED:
             if self._sessions is not None:
                 self._sessions.clear()  # a revocation may have been lost with the rest
-            self._resync(list(self._chats))
+            self._resync(list(self._chats), "reconnect")
             return
         if env.type == REPAIR:
-            self._resync(repaired_chats(env))
+            self._resync(repaired_chats(env), "repair")
             return
         if env.type == "session.revoked" and self._sessions is not None:
             for user_id in env.user_ids:
@@ -314,9 +314,9 @@ class Hub:
         finally:
             chat.repair = None
 
-    def _resync(self, chat_ids: list[str]) -> None:
+    def _resync(self, chat_ids: list[str], why: str) -> None:
         """After the bus lost events of these chats: their connections re-read the log."""
-        GAP_FILLS.labels("reconnect").inc()
+        GAP_FILLS.labels(why).inc()
         for chat_id in chat_ids:
             chat = self._chats.get(chat_id)
             if chat is None:

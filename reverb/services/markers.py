@@ -44,6 +44,16 @@ class _Wanted:
     delivered: int = -1
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
+    def answer(self, error: BaseException | None = None) -> None:
+        """Tell the callers waiting for this mark (those still waiting) how it went."""
+        for waiter in self.waiters:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+
 
 class Markers:
     def __init__(
@@ -105,9 +115,7 @@ class Markers:
                 except Exception as exc:
                     log.warning("markers: a batch of %d failed: %r", len(batch), exc)
                     for wanted in batch.values():
-                        for waiter in wanted.waiters:
-                            if not waiter.done():
-                                waiter.set_exception(exc)
+                        wanted.answer(exc)
         finally:
             self._task = None
 
@@ -119,9 +127,7 @@ class Markers:
             for pair, wanted in batch.items():
                 now = current.get(pair)
                 if now is None:
-                    for waiter in wanted.waiters:
-                        if not waiter.done():
-                            waiter.set_exception(chat_not_found())
+                    wanted.answer(chat_not_found())
                     continue
                 chat_id, user_id = pair
                 read = min(wanted.read, now.last_seq)
@@ -143,6 +149,4 @@ class Markers:
                 )
             await chat_store.raise_markers(tx.conn, raises)
         for wanted in batch.values():
-            for waiter in wanted.waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            wanted.answer()

@@ -30,7 +30,7 @@ from reverb.realtime.connection import Connection, Raw
 from reverb.realtime.hub import REORDER_WAIT_S, Hub
 from reverb.realtime.protocol import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED
 from reverb.realtime.transport import Transport
-from tests.helpers import events, group, register, send
+from tests.helpers import events, group, register, send, until
 
 WAIT_S = 5.0  # upper bound for anything that should happen promptly
 
@@ -561,12 +561,6 @@ async def test_session_revoked_is_sent_then_the_connection_closes_with_4401(
 # --- shards -----------------------------------------------------------------------------------
 
 
-async def until(done: Callable[[], bool]) -> None:
-    async with asyncio.timeout(WAIT_S):
-        while not done():
-            await asyncio.sleep(0.01)  # poll interval, bounded by the timeout
-
-
 async def test_a_shard_is_let_go_after_its_last_connection_and_followed_again(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -578,7 +572,7 @@ async def test_a_shard_is_let_go_after_its_last_connection_and_followed_again(
     await world.hub.follow(first.conn)
     assert world.hub.following(topic)
     world.hub.unregister(first.conn)
-    await until(lambda: not world.hub.following(topic))
+    await until(lambda: not world.hub.following(topic), "the shard is let go", WAIT_S)
     # Live-only envelopes tell what the bus brings (a logged one would be read from the log).
     second = world.peer(owner)
     world.hub.attach(second.conn, chat_id, 1)

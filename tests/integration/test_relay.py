@@ -4,16 +4,15 @@ the repair that follows. Run against both buses, and against a real Redis that i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from uuid import uuid4
 
-import pytest
 from prometheus_client import REGISTRY
 
 from reverb.domain.events import Envelope
 from reverb.realtime.bus import BROADCAST, REPAIR, Bus, chat_topic
 from reverb.realtime.bus.redis import RedisBus
 from reverb.realtime.bus.relay import Relay, repaired_chats
+from tests.helpers import until
 from tests.integration.test_bus import WAIT_S, bus, redis_cluster, subscribed  # noqa: F401
 from tests.redis_server import RedisServer, free_port
 
@@ -32,15 +31,6 @@ TYPING = Envelope(type="typing", data='{"type":"typing"}', chat_id="a", exclude=
 
 def dropped() -> float:
     return REGISTRY.get_sample_value("reverb_outbox_dropped_total") or 0.0
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not condition():
-                await asyncio.sleep(0.01)  # poll interval, bounded by the timeout above
-    except TimeoutError:
-        pytest.fail(f"not within {WAIT_S} s: {what}")
 
 
 async def test_what_is_put_reaches_subscribers_in_order(bus: Bus) -> None:  # noqa: F811

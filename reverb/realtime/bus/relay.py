@@ -149,15 +149,13 @@ class Relay:
             await self._attempt()
 
     async def _attempt(self) -> None:
-        batch: list[Envelope] = []
+        # What the bus owes first (the repair, the held envelopes), then a batch of the outbox.
         repair = set(self._repair)
-        if repair:
-            batch.append(repair_envelope(repair))
-        batch.extend(self._held)
         held = len(self._held)
-        while self._outbox and len(batch) < MAX_BATCH + 1 + held:
-            batch.append(self._outbox.popleft())
-        taken = batch[(1 if repair else 0) + held :]
+        owed = [repair_envelope(repair)] if repair else []
+        owed.extend(self._held)
+        taken = [self._outbox.popleft() for _ in range(min(MAX_BATCH, len(self._outbox)))]
+        batch = owed + taken
         try:
             async with asyncio.timeout(self._timeout):
                 await self._bus.publish_many(batch)
