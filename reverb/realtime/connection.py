@@ -37,7 +37,7 @@ ReadLog = Callable[[str, int, int | None], Awaitable[list[Envelope]]]
 class Raw:
     """A frame for this connection only (ready, ack, error, pong)."""
 
-    text: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +130,7 @@ class Connection:
             return False
         write_now = self._transport.write_now
         if isinstance(item, Raw):
-            return write_now(item.text)
+            return write_now(item.data)
         env = item
         if env.type == "session.revoked" or env.left:
             return False
@@ -189,7 +189,7 @@ class Connection:
                 return
             item = self._queue.popleft()
             if isinstance(item, Raw):
-                await self._send(item.text)
+                await self._send(item.data)
             elif isinstance(item, CatchUp):
                 await self._catch_up(item.chat_id)
             else:
@@ -238,9 +238,9 @@ class Connection:
             del self.positions[env.chat_id]
             self._on_left(self, env.chat_id)
 
-    async def _send(self, text: str) -> None:
-        if not self._transport.write_now(text):
-            await self._transport.send(text)
+    async def _send(self, data: bytes) -> None:
+        if not self._transport.write_now(data):
+            await self._transport.send(data)
 
     async def _catch_up(self, chat_id: str) -> None:
         while (last := self.positions.get(chat_id)) is not None:

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from reverb.config import Settings
 from reverb.domain.users import User
-from reverb.domain.wire import MeView
+from reverb.domain.wire import MeView, encode
 from reverb.errors import ErrorCode, ReverbError
 from reverb.metrics import WS_CLOSES, WS_CONNECTIONS
 from reverb.realtime.connection import CatchUp, Connection, Raw
@@ -79,14 +79,15 @@ class Realtime:
     presence: PresenceService
 
 
-def _frame(kind: str, ref: str | int | None = None, **fields: object) -> str:
+def _frame(kind: str, ref: str | int | None = None, **fields: object) -> bytes:
+    """A reply frame. A field given as `orjson.Fragment` is JSON encoded already, spliced in."""
     body: dict[str, object] = {"type": kind, **fields}
     if ref is not None:
         body["ref"] = ref
-    return orjson.dumps(body).decode()
+    return orjson.dumps(body)
 
 
-def _error(code: str, detail: str, ref: str | int | None = None) -> str:
+def _error(code: str, detail: str, ref: str | int | None = None) -> bytes:
     return _frame("error", ref, code=code, detail=detail)
 
 
@@ -162,10 +163,12 @@ class Session:
                 await self._refuse(CLOSE_UNAUTHORIZED, "invalid or expired token")
                 return None
             if isinstance(frame, BadFrame):
-                await self.ws.send_text(_error(frame.code, frame.detail, frame.ref))
+                await self.ws.send_text(_error(frame.code, frame.detail, frame.ref).decode())
             elif not isinstance(frame, AuthFrame):
                 await self.ws.send_text(
-                    _error(ErrorCode.NOT_AUTHENTICATED, "send an auth frame first", frame.ref)
+                    _error(
+                        ErrorCode.NOT_AUTHENTICATED, "send an auth frame first", frame.ref
+                    ).decode()
                 )
             else:
                 try:
@@ -195,7 +198,7 @@ class Session:
         )
         # `ready` is the first frame; the writer starts only once the connection follows its
         # chats, so every event committed after a client sees `ready` reaches it.
-        me = MeView.of(user, online=True).model_dump(mode="json")
+        me = orjson.Fragment(encode(MeView.of(user, online=True)))
         conn.push(Raw(_frame("ready", auth.ref, user=me)))
         rt.hub.register(conn)
         WS_CONNECTIONS.inc()
@@ -237,7 +240,7 @@ class Session:
             else:
                 removal = await rt.chats.removal_since(chat_id=chat_id, user_id=user.id, after=seq)
                 if removal is not None:
-                    conn.push(Raw(removal.data))
+                    conn.push(Raw(removal.data.encode()))
         # Anything committed between the first read and the subscriptions above:
         for chat_id, last in (await rt.chats.positions(user_id=user.id)).items():
             if chat_id in conn.positions and last > conn.positions[chat_id]:
@@ -262,7 +265,7 @@ class Session:
             if reply is not None:
                 conn.push(Raw(reply))
 
-    def _rate_limited(self, conn: Connection, detail: str, ref: str | int | None) -> str | None:
+    def _rate_limited(self, conn: Connection, detail: str, ref: str | int | None) -> bytes | None:
         """`rate_limited`, or for a client that keeps ignoring it, that and a close."""
         refusal = _error(ErrorCode.RATE_LIMITED, detail, ref)
         if self.flood.refused(time.monotonic()):
@@ -271,7 +274,7 @@ class Session:
             return None
         return refusal
 
-    async def _handle(self, conn: Connection, frame: ClientFrame, user: User) -> str | None:
+    async def _handle(self, conn: Connection, frame: ClientFrame, user: User) -> bytes | None:
         rt = self.rt
         ref = frame.ref
         if isinstance(frame, PingFrame):
@@ -289,7 +292,8 @@ class Session:
                 reply_to_id=frame.reply_to_id,
                 attachment_ids=frame.attachment_ids,
             )
-            return _frame("ack", ref, message=message.model_dump(mode="json"))
+            # The message's bytes as `message.created` carries them, not encoded again.
+            return _frame("ack", ref, message=orjson.Fragment(message.json))
         if isinstance(frame, TypingFrame):
             await rt.typing.typing(user_id=user.id, chat_id=frame.chat_id)
         elif isinstance(frame, ReadFrame | DeliveredFrame):
