@@ -34,7 +34,7 @@ ReadLog = Callable[[str, int, int | None], Awaitable[list[Envelope]]]
 
 
 @dataclass(frozen=True, slots=True)
-class Raw:
+class OwnFrame:
     """A frame for this connection only (ready, ack, error, pong)."""
 
     data: bytes
@@ -47,7 +47,7 @@ class CatchUp:
     chat_id: str
 
 
-Item = Envelope | Raw | CatchUp
+Item = Envelope | OwnFrame | CatchUp
 
 
 class Connection:
@@ -129,7 +129,7 @@ class Connection:
         if isinstance(item, CatchUp):
             return False
         write_now = self._transport.write_now
-        if isinstance(item, Raw):
+        if isinstance(item, OwnFrame):
             return write_now(item.data)
         env = item
         if env.type == "session.revoked" or env.left:
@@ -188,7 +188,7 @@ class Connection:
                     await self._transport.close(self.closing, self._close_reason)
                 return
             item = self._queue.popleft()
-            if isinstance(item, Raw):
+            if isinstance(item, OwnFrame):
                 await self._send(item.data)
             elif isinstance(item, CatchUp):
                 await self._catch_up(item.chat_id)

@@ -26,7 +26,7 @@ from reverb.domain.events import Envelope, SessionRevoked, encode
 from reverb.realtime import hub as hub_module
 from reverb.realtime.bus import RECONNECTED, chat_topic
 from reverb.realtime.bus.memory import MemoryBus
-from reverb.realtime.connection import Connection, Raw
+from reverb.realtime.connection import Connection, OwnFrame
 from reverb.realtime.hub import REORDER_WAIT_S, Hub
 from reverb.realtime.protocol import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED
 from reverb.realtime.transport import Transport
@@ -80,7 +80,7 @@ class Peer(Transport):
     async def flush(self) -> None:
         """Wait until everything queued so far has been written (a marker frame comes back)."""
         marker = f"marker-{uuid4().hex}".encode()
-        self.conn.push(Raw(marker))
+        self.conn.push(OwnFrame(marker))
         await self.until(lambda: marker in self.sent)
         self.sent.remove(marker)
 

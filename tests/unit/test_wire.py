@@ -30,6 +30,7 @@ from reverb.domain.wire import (
     rfc3339,
 )
 from reverb.realtime.bus.redis import from_wire, to_wire
+from reverb.realtime.gateway import Ack, Error, Pong, Ready
 from reverb.realtime.transport import FrameCache, text_frame
 
 PLUS_TWO = timezone(timedelta(hours=2))
@@ -161,3 +162,15 @@ def test_an_events_frame_is_built_once_and_carries_its_bytes() -> None:
     other = encode(SessionRevoked())
     assert cache.frame(other) is not frame
     assert cache.frame(data) is frame  # still cached while others are fanned out
+
+
+def test_replies_keep_their_shape_with_the_ref_last_and_only_when_given() -> None:
+    me = MeView.of(user(), online=True)
+    assert encode(Ready(user=me, ref="a")) == b'{"type":"ready","user":%s,"ref":"a"}' % encode(me)
+    sent = EncodedMessage.of(message())
+    ack = encode(Ack(message=Raw(sent.json), ref=3))
+    assert ack == b'{"type":"ack","message":%s,"ref":3}' % sent.json
+    assert encode(Ack(ref="x")) == b'{"type":"ack","ref":"x"}'
+    assert encode(Pong()) == b'{"type":"pong"}'
+    error = Error(code="rate_limited", detail="slow down", ref=0)
+    assert encode(error) == b'{"type":"error","code":"rate_limited","detail":"slow down","ref":0}'
