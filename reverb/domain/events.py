@@ -23,10 +23,8 @@ from reverb.domain.wire import (
     Role,
     Timestamp,
     UserView,
-    encode,
 )
-
-__all__ = ["encode"]  # events are encoded by the one wire encoder
+from reverb.domain.wire import encode as encode  # events are encoded by the one wire encoder
 
 # The message of `message.created` is spliced in already encoded (see `wire.EncodedMessage`);
 # documented as the MessageView it is (the API's components live under this path).

@@ -2,7 +2,7 @@
 
 Each is a msgspec Struct, defined once: the same definition builds the value, encodes it (one
 shared encoder, straight to bytes) and documents it (the OpenAPI components are generated from
-these structs, see `reverb.api.openapi`). Field order is the order on the wire.
+these structs, see `reverb.api.structs`). Field order is the order on the wire.
 """
 
 from __future__ import annotations
