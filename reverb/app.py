@@ -12,11 +12,13 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
 from reverb import __version__, logs
-from reverb.api import problems
+from reverb.api import problems, structs
 from reverb.api.deps import Services
 from reverb.api.middleware import BodyLimit, RequestContext
 from reverb.api.routes import auth, chats, media, messages, ops, users
 from reverb.config import Settings, load_settings
+from reverb.domain.events import LOGGED_EVENTS
+from reverb.domain.wire import MessageView
 from reverb.realtime import gateway
 from reverb.realtime.bus import Bus
 from reverb.realtime.bus.memory import MemoryBus
@@ -164,6 +166,9 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
+    # Structs referenced only by hand-written schema entries (`events.EncodedMessageView`,
+    # `schemas.StoredEvent`): their components go into the document as well.
+    structs.install(app, extra=(MessageView, *LOGGED_EVENTS))
     # FastAPI tries routes one by one, in this order, at a few microseconds each: the messages
     # routes (history, sends) are the hottest, and no other router's paths overlap theirs.
     for router in (

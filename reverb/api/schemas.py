@@ -1,10 +1,16 @@
-"""Wire shapes of the REST API: separate models for what comes in and what goes out."""
+"""Wire shapes of the REST API: separate models for what comes in and what goes out.
+
+What comes in is pydantic (its validation constraints give the 422s); what goes out is msgspec
+structs, like the views they carry (`reverb.domain.wire`), answered with `api.structs.Answer`.
+"""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Generic, Literal, TypeVar
 
+import msgspec
+from msgspec import Meta, Struct
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -16,8 +22,9 @@ from pydantic import (
     model_validator,
 )
 
+from reverb.domain.events import LOGGED_EVENTS
 from reverb.domain.users import IssuedTokens
-from reverb.domain.wire import MessageView, MeView
+from reverb.domain.wire import SCHEMA_REF, MessageView, MeView
 
 T = TypeVar("T")
 
@@ -77,15 +84,12 @@ class Problem(BaseModel):
     errors: list[dict[str, object]] | None = None
 
 
-class Page(BaseModel, Generic[T]):
+class Page(Struct, Generic[T], kw_only=True):
     items: list[T]
     next_cursor: str | None
 
 
 # --- users -------------------------------------------------------------------------------------
-
-
-MeOut = MeView
 
 
 class ProfilePatch(Input):
@@ -128,8 +132,8 @@ class RefreshIn(Input):
     refresh_token: Secret
 
 
-class SessionOut(BaseModel):
-    user: MeOut
+class SessionOut(Struct, kw_only=True):
+    user: MeView
     access_token: str
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"
@@ -138,14 +142,14 @@ class SessionOut(BaseModel):
     @classmethod
     def of(cls, issued: IssuedTokens) -> SessionOut:
         return cls(
-            user=MeOut.of(issued.user),
+            user=MeView.of(issued.user),
             access_token=issued.access_token,
             refresh_token=issued.refresh_token,
             expires_in=issued.expires_in,
         )
 
 
-class TokenOut(BaseModel):
+class TokenOut(Struct, kw_only=True):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
 
@@ -215,13 +219,24 @@ class MessageEdit(Input):
     content: str
 
 
-class MessagePage(BaseModel):
+class MessagePage(Struct, kw_only=True):
     items: list[MessageView]
     has_more: bool
 
 
-class EventPage(BaseModel):
+# A logged event as stored: the JSON it was delivered as, spliced in without a decode.
+StoredEvent = Annotated[
+    msgspec.Raw,
+    Meta(
+        extra_json_schema={
+            "anyOf": [{"$ref": SCHEMA_REF.format(name=e.__name__)} for e in LOGGED_EVENTS]
+        }
+    ),
+]
+
+
+class EventPage(Struct, kw_only=True):
     """`items` are the logged events exactly as the WebSocket delivers them."""
 
-    items: list[dict[str, object]]
+    items: list[StoredEvent]
     has_more: bool

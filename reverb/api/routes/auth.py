@@ -8,32 +8,35 @@ from fastapi.security import OAuth2PasswordRequestForm
 from reverb.api.deps import ClientAddress, CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import LoginIn, RefreshIn, RegisterIn, SessionOut, TokenOut
+from reverb.api.structs import Answer, returns
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
-@router.post("/register", status_code=201, responses=responses(409, 422))
-async def register(body: RegisterIn, services: ServicesDep) -> SessionOut:
+@router.post(
+    "/register", status_code=201, responses={**returns(SessionOut, 201), **responses(409, 422)}
+)
+async def register(body: RegisterIn, services: ServicesDep) -> Answer:
     issued = await services.auth.register(
         username=body.username,
         email=str(body.email),
         password=body.password,
         display_name=body.display_name,
     )
-    return SessionOut.of(issued)
+    return Answer(SessionOut.of(issued), status_code=201)
 
 
-@router.post("/login", responses=responses(401, 422, 429))
-async def login(body: LoginIn, services: ServicesDep, address: ClientAddress) -> SessionOut:
+@router.post("/login", responses={**returns(SessionOut), **responses(401, 422, 429)})
+async def login(body: LoginIn, services: ServicesDep, address: ClientAddress) -> Answer:
     """Log in with `email` or `username`. Repeated failures answer 429 with `Retry-After`."""
     issued = await services.auth.login(login=body.login, password=body.password, address=address)
-    return SessionOut.of(issued)
+    return Answer(SessionOut.of(issued))
 
 
-@router.post("/refresh", responses=responses(401, 422))
-async def refresh(body: RefreshIn, services: ServicesDep) -> SessionOut:
+@router.post("/refresh", responses={**returns(SessionOut), **responses(401, 422)})
+async def refresh(body: RefreshIn, services: ServicesDep) -> Answer:
     """Trade a refresh token for a new pair. Presenting an already-used token ends the login."""
-    return SessionOut.of(await services.auth.refresh(refresh_token=body.refresh_token))
+    return Answer(SessionOut.of(await services.auth.refresh(refresh_token=body.refresh_token)))
 
 
 @router.post("/logout", status_code=204, responses=responses(422))
@@ -49,12 +52,12 @@ async def logout_all(user: CurrentUser, services: ServicesDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/token", responses=responses(401, 422, 429))
+@router.post("/token", responses={**returns(TokenOut), **responses(401, 422, 429)})
 async def token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     services: ServicesDep,
     address: ClientAddress,
-) -> TokenOut:
+) -> Answer:
     """OAuth2 password flow for the Authorize button of /api/docs; `username` may be an email."""
     issued = await services.auth.login(login=form.username, password=form.password, address=address)
-    return TokenOut(access_token=issued.access_token)
+    return Answer(TokenOut(access_token=issued.access_token))
