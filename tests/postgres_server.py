@@ -2,17 +2,22 @@
 127.0.0.1 (no Unix socket), stopped by the PID it started. Programs from
 tests.server_programs, so it runs on a machine with Python and nothing else.
 
-PostgreSQL refuses to run as root; as root the programs run as `nobody`, which every Linux
-has, and the data directory is handed to it."""
+PostgreSQL refuses to run as root. Root runs it as `nobody` (every Linux has it) when `nobody`
+can reach the programs and the data, else in a user namespace of its own where it is uid 1:
+not root to PostgreSQL, still the owner of its files (a clone under /root, a test's 0700
+temporary directory)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +31,37 @@ UNPRIVILEGED_USER = "nobody"
 THROWAWAY_SETTINGS = ("fsync=off", "full_page_writes=off", "synchronous_commit=off")
 
 
-def _as_unprivileged() -> dict[str, Any]:
-    """Keyword arguments for subprocess that drop root to `nobody`; none for anyone else."""
-    if os.geteuid() != 0:
-        return {}
-    entry = pwd.getpwnam(UNPRIVILEGED_USER)
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+@dataclass(frozen=True)
+class RunAs:
+    """How to start PostgreSQL's programs so that they do not run as root."""
+
+    prefix: tuple[str, ...] = ()  # put before the program
+    popen: dict[str, Any] = field(default_factory=dict)  # subprocess keyword arguments
+    owner: tuple[int, int] | None = None  # uid and gid to hand the data directory to
 
 
-def _check_reachable(path: Path) -> None:
-    """As root the server runs as `nobody`, which must be able to pass through every parent of
-    its data directory and of its programs; say so plainly instead of a bare initdb error."""
+def _others_can_enter(path: Path) -> bool:
+    return all(parent.stat().st_mode & 0o001 for parent in path.resolve().parents)
+
+
+def unprivileged(paths: Sequence[Path]) -> RunAs:
+    """How to run PostgreSQL's programs on `paths` (programs, data): as is for a user other
+    than root."""
     if os.geteuid() != 0:
-        return
-    for parent in path.resolve().parents:
-        if not parent.stat().st_mode & 0o001:
-            raise PermissionError(
-                f"PostgreSQL runs as '{UNPRIVILEGED_USER}' when started by root, and "
-                f"'{UNPRIVILEGED_USER}' cannot enter {parent} (no o+x): allow it "
-                f"(chmod o+x {parent}) or run as an ordinary user"
-            )
+        return RunAs()
+    if all(_others_can_enter(p) for p in paths):
+        entry = pwd.getpwnam(UNPRIVILEGED_USER)
+        return RunAs(
+            popen={"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []},
+            owner=(entry.pw_uid, entry.pw_gid),
+        )
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise PermissionError(
+            f"PostgreSQL refuses root, '{UNPRIVILEGED_USER}' cannot enter {paths}, and "
+            "`unshare` (util-linux) is missing: run as an ordinary user"
+        )
+    return RunAs(prefix=(unshare, "--map-user=1", "--map-group=1", "--"))
 
 
 class PostgresServer:
@@ -57,17 +73,17 @@ class PostgresServer:
         self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         self._log = workdir / "postgres.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._run_as = RunAs()
 
     def init(self) -> None:
         initdb = server_program("initdb")
-        _check_reachable(self.data)
-        _check_reachable(Path(initdb))
+        self._run_as = unprivileged([self.data, Path(initdb)])
         self.data.mkdir(mode=0o700)
-        user = _as_unprivileged()
-        if user:
-            os.chown(self.data, user["user"], user["group"])
+        if self._run_as.owner is not None:
+            os.chown(self.data, *self._run_as.owner)
         done = subprocess.run(
             [
+                *self._run_as.prefix,
                 initdb,
                 "--pgdata",
                 str(self.data),
@@ -86,7 +102,7 @@ class PostgresServer:
             text=True,
             timeout=WAIT_S * 2,
             check=False,
-            **user,
+            **self._run_as.popen,
         )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.strip() or done.stdout.strip()}")
@@ -97,6 +113,7 @@ class PostgresServer:
         with self._log.open("ab") as log:
             self._proc = subprocess.Popen(
                 [
+                    *self._run_as.prefix,
                     server_program("postgres"),
                     "-D",
                     str(self.data),
@@ -111,7 +128,7 @@ class PostgresServer:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                **_as_unprivileged(),
+                **self._run_as.popen,
             )
         self._wait_ready()
 
