@@ -41,7 +41,9 @@ PROBE_TIMEOUT_S = 3.0
 
 
 def _redis_answers(url: str) -> str | None:
-    client = Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT_S)
+    client = Redis.from_url(
+        url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S
+    )
     try:
         client.ping()
     except (RedisError, OSError) as exc:
@@ -70,7 +72,7 @@ def _postgres(workdir: Path) -> Iterator[str]:
     try:
         server.init()
         server.start()
-        _say(f"PostgreSQL started at {server.url} (none at {POSTGRES_TEST_URL})")
+        _say(f"PostgreSQL started at {server.url} (at {POSTGRES_TEST_URL}: {problem})")
         yield server.url
     finally:
         server.stop()
@@ -89,7 +91,7 @@ def _redis(workdir: Path) -> Iterator[str]:
     try:
         server.start()
         asyncio.run(server.wait_ready())
-        _say(f"Redis started at {server.url} (none at {REDIS_TEST_URL})")
+        _say(f"Redis started at {server.url} (at {REDIS_TEST_URL}: {problem})")
         yield server.url
     finally:
         server.kill()
