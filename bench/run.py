@@ -19,14 +19,13 @@ from typing import Any
 
 import asyncpg
 import httpx
+from sqlalchemy.engine import make_url
 
 from bench import seed
 from bench.procs import Server, free_port, python
 from bench.profile import Recorder
 from tests.redis_server import RedisServer
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_BENCH = "postgresql://postgres@127.0.0.1:5432/{name}"
+from tests.services import POSTGRES_TEST_URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +227,8 @@ def start_reverb(plan: Plan, name: str, env: dict[str, str]) -> Server:
 
 
 async def _pg_admin(*statements: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
+    # The PostgreSQL the tests use (scripts/services settles which).
+    conn = await asyncpg.connect(POSTGRES_TEST_URL)
     try:
         for statement in statements:
             await conn.execute(statement)
@@ -244,7 +244,7 @@ def database_url(plan: Plan, kind: str, name: str) -> str:
     name = f"{name}_{plan.run_id}"
     asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
     plan.pg_databases.append(name)
-    return PG_BENCH.format(name=name)
+    return make_url(POSTGRES_TEST_URL).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_databases(plan: Plan) -> None:

@@ -18,10 +18,10 @@ from redis.asyncio import Redis
 
 from reverb.realtime.bus import chat_topic
 from reverb.realtime.bus.redis import PREFIX, from_wire
-from tests.conftest import REDIS_TEST_URL
 from tests.e2e.server import reverb_serve, server_env
 from tests.e2e.wsclient import WsClient
 from tests.helpers import group, register
+from tests.services import REDIS_TEST_URL
 
 pytestmark = pytest.mark.e2e
 

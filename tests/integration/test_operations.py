@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from reverb.config import Settings
-from tests.conftest import REDIS_TEST_URL, make_settings, serve_in_process
+from tests.conftest import make_settings, serve_in_process
 from tests.helpers import assert_problem, register
+from tests.services import REDIS_TEST_URL
 
 
 def closed_port() -> int:
