@@ -31,6 +31,7 @@ from reverb.services.eventlog import EventLog
 from reverb.services.health import HealthService
 from reverb.services.live import PresenceService, TypingService
 from reverb.services.login_limits import LoginLimiter
+from reverb.services.mailer import Mailer
 from reverb.services.markers import Markers
 from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
@@ -110,6 +111,9 @@ def build_services(settings: Settings) -> Services:
             db=db, files=LocalBlobStore(settings.media_dir), settings=settings, sessions=sessions
         ),
         health=HealthService(db=db, redis=redis),
+        mailer=Mailer(
+            server=settings.smtp, sender=settings.mail_from, log_bodies=not settings.production
+        ),
     )
 
 
@@ -117,6 +121,9 @@ def build_services(settings: Settings) -> Services:
 # for any healthy bus, short enough not to hold up a deploy when the bus is away (clients
 # resume what they missed from the log).
 RELAY_FLUSH_S = 2.0
+# At shutdown, how long mail already queued may take to go out: a code mailed just before a
+# deploy should still arrive; a mail server that is away does not hold the deploy up.
+MAIL_FLUSH_S = 5.0
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -141,9 +148,11 @@ def create_app(settings: Settings) -> FastAPI:
         await hub.start()
         services.publisher.relay.start()
         await presence.start()
+        services.mailer.start()
         try:
             yield
         finally:
+            await services.mailer.close(MAIL_FLUSH_S)
             await services.messages.close()  # its last sends still publish: bus and db stay up
             await services.markers.close()
             await presence.stop()

@@ -6,8 +6,10 @@ import contextlib
 import os
 import secrets
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -44,6 +46,45 @@ def async_database_url(raw: str) -> str:
             f"DATABASE_URL: unsupported database {backend!r}; use sqlite:/// or postgresql://"
         )
     return url.render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpServer:
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: bool
+    username: str | None
+    password: str | None
+
+
+# scheme: (TLS from the first byte, STARTTLS required, default port)
+_SMTP_SCHEMES = {
+    "smtp": (False, False, 25),
+    "smtp+starttls": (False, True, 587),
+    "smtps": (True, False, 465),
+}
+
+
+def smtp_server(url: str) -> SmtpServer:
+    """`smtp://[user:pass@]host[:port]` (no TLS), `smtp+starttls://…` (STARTTLS required) or
+    `smtps://…` (TLS from the first byte); user and password percent-encoded."""
+    parts = urlsplit(url)
+    if parts.scheme not in _SMTP_SCHEMES or not parts.hostname:
+        raise ConfigError("SMTP_URL must be smtp://, smtp+starttls:// or smtps:// and a host")
+    implicit, starttls, default_port = _SMTP_SCHEMES[parts.scheme]
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise ConfigError("SMTP_URL: the port is not a number from 0 to 65535") from None
+    return SmtpServer(
+        host=parts.hostname,
+        port=port,
+        implicit_tls=implicit,
+        starttls=starttls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
 
 
 class Settings(BaseSettings):
@@ -100,6 +141,10 @@ class Settings(BaseSettings):
     max_avatar_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
 
+    # Mail (verification and password-reset codes). Unset: each mail is written to the log.
+    smtp_url: str | None = None
+    mail_from: str = "Reverb <no-reply@localhost>"
+
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     forwarded_allow_ips: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"
@@ -116,6 +161,10 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @property
+    def smtp(self) -> SmtpServer | None:
+        return smtp_server(self.smtp_url) if self.smtp_url else None
 
     @property
     def production(self) -> bool:
@@ -166,6 +215,7 @@ def load_settings(**overrides: object) -> Settings:
     """Read and check the settings; resolve the JWT secret. Raises ConfigError with the reason."""
     settings = Settings(**overrides)  # type: ignore[arg-type]
     settings.sqlalchemy_url  # noqa: B018 -- validates DATABASE_URL now, not at first query
+    settings.smtp  # noqa: B018 -- and SMTP_URL
     if settings.redis_cluster and not settings.redis_url:
         raise ConfigError("REDIS_CLUSTER=true needs REDIS_URL (the address of one cluster node)")
     if settings.jwt_secret is not None:

@@ -17,6 +17,7 @@ from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.health import HealthService
 from reverb.services.live import PresenceService
+from reverb.services.mailer import Mailer
 from reverb.services.markers import Markers
 from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
@@ -42,6 +43,7 @@ class Services:
     publisher: Publisher
     presence: PresenceService
     media: MediaService
+    mailer: Mailer
 
 
 # Dependencies are `async def` though they never await: FastAPI runs a plain `def` on a worker
