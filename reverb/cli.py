@@ -18,10 +18,26 @@ def _settings(**overrides: object) -> Settings:
         raise SystemExit(2) from None
 
 
-def _migrate(settings: Settings) -> None:
-    from reverb.storage.migrate import upgrade_sync
+def _prepare_database(settings: Settings, *, migrate: bool) -> None:
+    """Reach the database and migrate it (or check it is migrated); one line and exit 1 if not."""
+    import asyncio
 
-    upgrade_sync(settings.sqlalchemy_url)
+    from sqlalchemy import make_url
+
+    from reverb.storage.migrate import DatabaseUnreachable, SchemaMismatch, prepare
+
+    where = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    try:
+        asyncio.run(prepare(settings.sqlalchemy_url, migrate=migrate))
+    except DatabaseUnreachable as exc:
+        print(f"reverb: cannot reach the database at {where}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except SchemaMismatch as exc:
+        print(
+            f"reverb: {exc}: run `reverb migrate` first, or start with `reverb serve --migrate`",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -45,8 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if settings.should_auto_migrate:
-        _migrate(settings)
+    _prepare_database(settings, migrate=args.migrate or settings.should_auto_migrate)
     # Workers re-read settings from the environment: pass the command-line values on.
     os.environ["HOST"], os.environ["PORT"] = settings.host, str(settings.port)
     uvicorn.run(
@@ -72,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_migrate(_: argparse.Namespace) -> int:
     settings = _settings()
     logs.configure(fmt=settings.log_format, level=settings.log_level)
-    _migrate(settings)
+    _prepare_database(settings, migrate=True)
     print("reverb: database is up to date")
     return 0
 
@@ -111,10 +126,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"reverb {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the server (applies migrations in development)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the server (refuses a database behind the newest migration, which development "
+        "applies by itself)",
+    )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, or HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default 5000, or PORT)")
     serve.add_argument("--workers", type=int, default=1, help="server processes (needs REDIS_URL)")
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help="apply pending migrations first (development does this by itself)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply pending database migrations to DATABASE_URL")

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -162,9 +162,26 @@ def _load_or_create_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
+def _describe(exc: ValidationError) -> str:
+    """Each refused setting by the name it is set with, what is wrong and the value given."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        name = "_".join(str(p) for p in error["loc"]).upper() or "settings"
+        given = error.get("input")
+        # Secrets and URLs (which may hold a password) are named, never echoed into a log.
+        private = any(word in name for word in ("SECRET", "TOKEN", "PASSWORD", "URL"))
+        plain = isinstance(given, str | int | float) and not private
+        shown = f" (got {given!r})" if plain else ""
+        parts.append(f"{name}: {error['msg']}{shown}")
+    return "; ".join(parts)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read and check the settings; resolve the JWT secret. Raises ConfigError with the reason."""
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
     settings.sqlalchemy_url  # noqa: B018 -- validates DATABASE_URL now, not at first query
     if settings.redis_cluster and not settings.redis_url:
         raise ConfigError("REDIS_CLUSTER=true needs REDIS_URL (the address of one cluster node)")
