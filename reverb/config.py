@@ -136,7 +136,7 @@ class Settings(BaseSettings):
         return self.jwt_secret.get_secret_value()
 
 
-def _secret_file(settings: Settings) -> Path:
+def development_secret_file(settings: Settings) -> Path:
     """Where a development secret lives: beside the SQLite file, else in the working directory."""
     url = make_url(settings.sqlalchemy_url)
     if url.get_backend_name() == "sqlite" and url.database:
@@ -176,8 +176,9 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read and check the settings; resolve the JWT secret. Raises ConfigError with the reason."""
+def read_settings(**overrides: object) -> Settings:
+    """Read and check the settings, leaving a missing JWT secret unresolved (for commands that
+    copy the secret file rather than use it). Raises ConfigError with the reason."""
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -192,11 +193,18 @@ def load_settings(**overrides: object) -> Settings:
                 f"JWT_SECRET must be at least {need} bytes for {settings.jwt_algorithm} "
                 "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
+    return settings
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and check the settings and resolve the JWT secret. Raises ConfigError."""
+    settings = read_settings(**overrides)
+    if settings.jwt_secret is not None:
         return settings
     if settings.production:
         raise ConfigError(
             "REVERB_ENV=production needs JWT_SECRET (at least 32 bytes); a generated development "
             "secret is refused in production so that every process signs with the same key"
         )
-    secret = _load_or_create_secret(_secret_file(settings))
+    secret = _load_or_create_secret(development_secret_file(settings))
     return settings.model_copy(update={"jwt_secret": SecretStr(secret)})
