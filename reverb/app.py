@@ -126,6 +126,23 @@ RELAY_FLUSH_S = 2.0
 MAIL_FLUSH_S = 5.0
 
 
+@asynccontextmanager
+async def command_services(settings: Settings) -> AsyncIterator[Services]:
+    """The services for a command run beside the servers (`reverb users ...`): what it changes
+    is published through the same bus, so running servers act on it (a disabled user's sockets
+    close at once where REDIS_URL is set)."""
+    services = build_services(settings)
+    services.publisher.relay.start()
+    try:
+        yield services
+    finally:
+        await services.publisher.relay.close(RELAY_FLUSH_S)
+        if services.redis is not None:
+            await services.redis.aclose()
+        await services.bus.close()
+        await services.db.close()
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -185,7 +185,7 @@ class Settings(BaseSettings):
         return self.jwt_secret.get_secret_value()
 
 
-def _secret_file(settings: Settings) -> Path:
+def development_secret_file(settings: Settings) -> Path:
     """Where a development secret lives: beside the SQLite file, else in the working directory."""
     url = make_url(settings.sqlalchemy_url)
     if url.get_backend_name() == "sqlite" and url.database:
@@ -211,9 +211,27 @@ def _load_or_create_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read and check the settings; resolve the JWT secret. Raises ConfigError with the reason."""
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+def _describe(exc: ValidationError) -> str:
+    """Each refused setting by the name it is set with, what is wrong and the value given."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        name = "_".join(str(p) for p in error["loc"]).upper() or "settings"
+        given = error.get("input")
+        # Secrets and URLs (which may hold a password) are named, never echoed into a log.
+        private = any(word in name for word in ("SECRET", "TOKEN", "PASSWORD", "URL"))
+        plain = isinstance(given, str | int | float) and not private
+        shown = f" (got {given!r})" if plain else ""
+        parts.append(f"{name}: {error['msg']}{shown}")
+    return "; ".join(parts)
+
+
+def read_settings(**overrides: object) -> Settings:
+    """Read and check the settings, leaving a missing JWT secret unresolved (for commands that
+    copy the secret file rather than use it). Raises ConfigError with the reason."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
     settings.sqlalchemy_url  # noqa: B018 -- validates DATABASE_URL now, not at first query
     settings.smtp  # noqa: B018 -- and SMTP_URL
     if settings.redis_cluster and not settings.redis_url:
@@ -225,11 +243,18 @@ def load_settings(**overrides: object) -> Settings:
                 f"JWT_SECRET must be at least {need} bytes for {settings.jwt_algorithm} "
                 "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
+    return settings
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and check the settings and resolve the JWT secret. Raises ConfigError."""
+    settings = read_settings(**overrides)
+    if settings.jwt_secret is not None:
         return settings
     if settings.production:
         raise ConfigError(
             "REVERB_ENV=production needs JWT_SECRET (at least 32 bytes); a generated development "
             "secret is refused in production so that every process signs with the same key"
         )
-    secret = _load_or_create_secret(_secret_file(settings))
+    secret = _load_or_create_secret(development_secret_file(settings))
     return settings.model_copy(update={"jwt_secret": SecretStr(secret)})

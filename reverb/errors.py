@@ -19,6 +19,7 @@ class ErrorCode(StrEnum):
     NOT_AUTHENTICATED = "not_authenticated"
     INVALID_TOKEN = "invalid_token"
     INVALID_CREDENTIALS = "invalid_credentials"
+    ACCOUNT_DISABLED = "account_disabled"
     RATE_LIMITED = "rate_limited"
     USERNAME_TAKEN = "username_taken"
     EMAIL_TAKEN = "email_taken"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,6 +32,7 @@ from reverb.storage.db import Database, Tx
 from reverb.storage.types import utcnow
 
 INVALID_CREDENTIALS = "the login or the password is wrong"
+T = TypeVar("T")
 
 
 def _bad_credentials(status: int = 401) -> ReverbError:
@@ -77,6 +80,32 @@ class AuthService:
     async def register(
         self, *, username: str, email: str, password: str, display_name: str | None
     ) -> IssuedTokens:
+        async def log_in(tx: Tx, user: User) -> IssuedTokens:
+            return await self._issue(tx, user, family_id=None, now=user.created_at)
+
+        return await self._create(username, email, password, display_name, then=log_in)
+
+    async def create_account(
+        self, *, username: str, email: str, password: str, display_name: str | None
+    ) -> User:
+        """A new account without a session (the admin CLI's; `register` also logs it in)."""
+
+        async def done(_tx: Tx, user: User) -> User:
+            return user
+
+        return await self._create(username, email, password, display_name, then=done)
+
+    async def _create(
+        self,
+        username: str,
+        email: str,
+        password: str,
+        display_name: str | None,
+        *,
+        then: Callable[[Tx, User], Awaitable[T]],
+    ) -> T:
+        # Checked and hashed before the transaction: a hash takes tens of milliseconds, too long
+        # to hold SQLite's one writer.
         async with self.db.read() as conn:
             await self._check_free(conn, username=username, email=email)
         password_hash = await self.passwords.hash(password)
@@ -98,7 +127,7 @@ class AuthService:
                 )
                 user = await user_store.get(tx.conn, user_id)
                 assert user is not None
-                return await self._issue(tx, user, family_id=None, now=now)
+                return await then(tx, user)
         except IntegrityError:
             # Lost a race with a concurrent registration of the same name or email.
             async with self.db.read() as conn:
@@ -129,6 +158,11 @@ class AuthService:
             LOGINS.labels("failure").inc()
             raise _bad_credentials()
         assert found is not None
+        if user.disabled_at is not None:
+            # Said only to whoever knows the password, so it tells a guesser nothing.
+            raise ReverbError(
+                ErrorCode.ACCOUNT_DISABLED, "this account is disabled; ask an administrator", 403
+            )
         rehash = (
             await self.passwords.hash(password) if self.passwords.needs_rehash(found[1]) else None
         )
@@ -159,7 +193,7 @@ class AuthService:
                 reused = True
             else:
                 user = await user_store.get(tx.conn, row.user_id)
-                if user is None:
+                if user is None or user.disabled_at is not None:
                     raise invalid_token("the refresh token is invalid")
                 issued = await self._issue(tx, user, family_id=row.family_id, now=now)
         if reused:
@@ -176,9 +210,11 @@ class AuthService:
 
     async def logout_everywhere(self, *, user: User) -> None:
         async with self.db.transaction() as tx:
-            await self._revoke_all(tx, user.id)
+            await self.revoke_all(tx, user.id)
 
-    async def _revoke_all(self, tx: Tx, user_id: str, **user_values: object) -> None:
+    async def revoke_all(self, tx: Tx, user_id: str, **user_values: object) -> None:
+        """End every session of the user (refresh tokens, access tokens, open sockets) when
+        `tx` commits, changing `user_values` of the account in the same write."""
         now = utcnow()
         await token_store.revoke_user(tx.conn, user_id, now)
         await user_store.bump_session_version(tx.conn, user_id, updated_at=now, **user_values)
@@ -208,7 +244,7 @@ class AuthService:
             raise _bad_credentials(403)
         new_hash = await self.passwords.hash(new_password)
         async with self.db.transaction() as tx:
-            await self._revoke_all(tx, user.id, password_hash=new_hash)
+            await self.revoke_all(tx, user.id, password_hash=new_hash)
 
     async def authenticate(self, token: str, *, fresh: bool = False) -> User:
         """The user a valid access token of a live session belongs to. Served from the

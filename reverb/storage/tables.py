@@ -48,6 +48,8 @@ users = Table(
     Column("last_seen_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Set by an administrator (`reverb users disable`): no login until it is cleared.
+    Column("disabled_at", UTCDateTime, nullable=True),
 )
 
 refresh_tokens = Table(

@@ -94,12 +94,13 @@ def wait_until_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) 
 
 
 def run_cli(
-    cwd: Path, *args: str, env: Mapping[str, str] | None = None
+    cwd: Path, *args: str, env: Mapping[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "reverb", *args],
         cwd=cwd,
         env={**base_env(), **(env or {})},
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
