@@ -27,6 +27,7 @@ from reverb.realtime.hub import Hub
 from reverb.services.access_cache import AccessCache
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
+from reverb.services.email_codes import EmailCodes
 from reverb.services.eventlog import EventLog
 from reverb.services.health import HealthService
 from reverb.services.live import PresenceService, TypingService
@@ -37,6 +38,7 @@ from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.passwords import Passwords
 from reverb.services.publish import Publisher
+from reverb.services.recovery import Recovery
 from reverb.services.tokens import AccessTokens
 from reverb.services.users import UserService
 from reverb.storage.db import Database
@@ -87,19 +89,26 @@ def build_services(settings: Settings) -> Services:
         db=db, publisher=publisher, redis=redis, ttl=settings.presence_ttl_seconds
     )
     sessions = AccessCache()
+    mailer = Mailer(
+        server=settings.smtp, sender=settings.mail_from, log_bodies=not settings.production
+    )
+    codes = EmailCodes(settings, mailer)
+    auth = AuthService(
+        db=db,
+        settings=settings,
+        passwords=Passwords(settings),
+        access=AccessTokens(settings),
+        limiter=LoginLimiter(settings),
+        publisher=publisher,
+        sessions=sessions,
+        codes=codes,
+    )
     return Services(
         settings=settings,
         db=db,
         redis=redis,
-        auth=AuthService(
-            db=db,
-            settings=settings,
-            passwords=Passwords(settings),
-            access=AccessTokens(settings),
-            limiter=LoginLimiter(settings),
-            publisher=publisher,
-            sessions=sessions,
-        ),
+        auth=auth,
+        recovery=Recovery(auth, codes),
         users=UserService(db=db, sessions=sessions),
         chats=ChatService(db=db, log=log, online=presence.online),
         markers=Markers(db, publisher),
@@ -111,9 +120,7 @@ def build_services(settings: Settings) -> Services:
             db=db, files=LocalBlobStore(settings.media_dir), settings=settings, sessions=sessions
         ),
         health=HealthService(db=db, redis=redis),
-        mailer=Mailer(
-            server=settings.smtp, sender=settings.mail_from, log_bodies=not settings.production
-        ),
+        mailer=mailer,
     )
 
 
@@ -169,6 +176,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await services.recovery.close()
             await services.mailer.close(MAIL_FLUSH_S)
             await services.messages.close()  # its last sends still publish: bus and db stay up
             await services.markers.close()

@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     # Mail (verification and password-reset codes). Unset: each mail is written to the log.
     smtp_url: str | None = None
     mail_from: str = "Reverb <no-reply@localhost>"
+    # The contract's default: long enough to switch to the mailbox and back.
+    email_code_ttl_seconds: int = Field(default=900, ge=60, le=24 * 3600)
+    # Unverified accounts may log in but get 403 email_unverified from chats, messages, media.
+    require_email_verification: bool = False
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     forwarded_allow_ips: str = "127.0.0.1"

@@ -20,6 +20,8 @@ class ErrorCode(StrEnum):
     INVALID_TOKEN = "invalid_token"
     INVALID_CREDENTIALS = "invalid_credentials"
     ACCOUNT_DISABLED = "account_disabled"
+    INVALID_CODE = "invalid_code"
+    EMAIL_UNVERIFIED = "email_unverified"
     RATE_LIMITED = "rate_limited"
     USERNAME_TAKEN = "username_taken"
     EMAIL_TAKEN = "email_taken"

@@ -22,6 +22,7 @@ from reverb.services.markers import Markers
 from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.publish import Publisher
+from reverb.services.recovery import Recovery
 from reverb.services.users import UserService
 from reverb.storage.db import Database
 
@@ -44,6 +45,7 @@ class Services:
     presence: PresenceService
     media: MediaService
     mailer: Mailer
+    recovery: Recovery
 
 
 # Dependencies are `async def` though they never await: FastAPI runs a plain `def` on a worker
@@ -79,3 +81,18 @@ async def client_address(request: Request) -> str:
 
 CurrentUser = Annotated[User, Depends(current_user)]
 ClientAddress = Annotated[str, Depends(client_address)]
+
+
+async def verified_user(user: CurrentUser, services: ServicesDep) -> User:
+    """The caller, where REQUIRE_EMAIL_VERIFICATION asks that their address be proven."""
+    if services.settings.require_email_verification and user.email_verified_at is None:
+        raise ReverbError(
+            ErrorCode.EMAIL_UNVERIFIED,
+            "confirm your e-mail address first (POST /api/auth/verify-email)",
+            403,
+        )
+    return user
+
+
+# For routers whose every route needs a proven address (chats, messages, uploads).
+REQUIRE_VERIFIED = [Depends(verified_user)]

@@ -103,7 +103,7 @@ class PasswordChange(Input):
 
 class RegisterIn(Input):
     username: Username
-    email: Annotated[EmailStr, Field(max_length=320), AfterValidator(str.lower)]
+    email: Email
     password: Password
     display_name: DisplayName | None = None
 
@@ -122,6 +122,30 @@ class LoginIn(Input):
     @property
     def login(self) -> str:
         return self.email if self.email is not None else (self.username or "")
+
+
+Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(str.lower)]
+
+
+class ForgotIn(Input):
+    email: Email
+
+
+class ResetIn(Input):
+    email: Email
+    code: Code
+    new_password: Password
+
+
+class CodeIn(Input):
+    code: Code
+
+
+class Accepted(BaseModel):
+    """The same answer whatever happened behind it."""
+
+    status: Literal["accepted"] = "accepted"
 
 
 class RefreshIn(Input):

@@ -19,6 +19,7 @@ class User:
     created_at: datetime
     updated_at: datetime
     disabled_at: datetime | None = None
+    email_verified_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

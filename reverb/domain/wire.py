@@ -47,12 +47,18 @@ class UserView(BaseModel):
 
 class MeView(UserView):
     email: str
+    email_verified: bool
     created_at: Timestamp
 
     @classmethod
     def of(cls, user: User, *, online: bool = False) -> MeView:
         base = UserView.of(user, online=online).model_dump()
-        return cls(**base, email=user.email, created_at=user.created_at)
+        return cls(
+            **base,
+            email=user.email,
+            email_verified=user.email_verified_at is not None,
+            created_at=user.created_at,
+        )
 
 
 class ReactionView(BaseModel):

@@ -17,6 +17,7 @@ from reverb.domain.users import IssuedTokens, User
 from reverb.errors import ErrorCode, ReverbError, conflict
 from reverb.metrics import ACCESS_USER_READS, LOGINS
 from reverb.services.access_cache import AccessCache
+from reverb.services.email_codes import EmailCodes
 from reverb.services.login_limits import LoginLimiter
 from reverb.services.passwords import Passwords
 from reverb.services.publish import Publisher
@@ -56,8 +57,10 @@ class AuthService:
     publisher: Publisher | None = None
     # Shared with whatever else changes a user's row (profiles): see `access_cache`.
     sessions: AccessCache = field(default_factory=AccessCache)
+    # Mails a new account its verification code.
+    codes: EmailCodes | None = None
 
-    async def _issue(
+    async def issue(
         self, tx: Tx, user: User, *, family_id: str | None, now: datetime
     ) -> IssuedTokens:
         raw, digest = new_refresh_token()
@@ -81,7 +84,9 @@ class AuthService:
         self, *, username: str, email: str, password: str, display_name: str | None
     ) -> IssuedTokens:
         async def log_in(tx: Tx, user: User) -> IssuedTokens:
-            return await self._issue(tx, user, family_id=None, now=user.created_at)
+            if self.codes is not None:
+                await self.codes.issue(tx, user, "verify", now=user.created_at)
+            return await self.issue(tx, user, family_id=None, now=user.created_at)
 
         return await self._create(username, email, password, display_name, then=log_in)
 
@@ -167,10 +172,15 @@ class AuthService:
             await self.passwords.hash(password) if self.passwords.needs_rehash(found[1]) else None
         )
         async with self.db.transaction() as tx:
+            # The password was checked against the row read before; a reset or password change
+            # committed since then ends every session, and must end this one before it begins.
+            current = await user_store.get(tx.conn, user.id, lock=True)
+            if current is None or current.session_version != user.session_version:
+                raise _bad_credentials()
             await self.limiter.record_success(tx.conn, account_key=key)
             if rehash is not None:
                 await user_store.update_user(tx.conn, user.id, password_hash=rehash)
-            issued = await self._issue(tx, user, family_id=None, now=now)
+            issued = await self.issue(tx, user, family_id=None, now=now)
         LOGINS.labels("success").inc()
         return issued
 
@@ -195,7 +205,7 @@ class AuthService:
                 user = await user_store.get(tx.conn, row.user_id)
                 if user is None or user.disabled_at is not None:
                     raise invalid_token("the refresh token is invalid")
-                issued = await self._issue(tx, user, family_id=row.family_id, now=now)
+                issued = await self.issue(tx, user, family_id=row.family_id, now=now)
         if reused:
             raise invalid_token("the refresh token was already used; the session is revoked")
         return issued

@@ -50,6 +50,21 @@ users = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # Set by an administrator (`reverb users disable`): no login until it is cleared.
     Column("disabled_at", UTCDateTime, nullable=True),
+    # When the owner proved the address with a mailed code.
+    Column("email_verified_at", UTCDateTime, nullable=True),
+)
+
+# The one live code per user and purpose ("verify", "reset"), stored as an HMAC: a 6-digit code
+# would be found from a plain hash in a million tries.
+email_codes = Table(
+    "email_codes",
+    metadata,
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("purpose", String(16), primary_key=True),
+    Column("code_hash", String(64), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
 )
 
 refresh_tokens = Table(

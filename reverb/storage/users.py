@@ -53,6 +53,11 @@ async def find(conn: AsyncConnection, who: str, *, lock: bool = False) -> User |
     return _user(row._mapping) if row else None
 
 
+async def find_by_email(conn: AsyncConnection, email: str) -> User | None:
+    row = (await conn.execute(select(*_USER_COLUMNS).where(users.c.email == email))).first()
+    return _user(row._mapping) if row else None
+
+
 async def list_users(conn: AsyncConnection, *, search: str | None, limit: int) -> list[User]:
     """Every account by username (disabled ones too), optionally those whose username or
     e-mail contains `search`."""

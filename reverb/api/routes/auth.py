@@ -7,7 +7,18 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from reverb.api.deps import ClientAddress, CurrentUser, ServicesDep
 from reverb.api.problems import responses
-from reverb.api.schemas import LoginIn, RefreshIn, RegisterIn, SessionOut, TokenOut
+from reverb.api.schemas import (
+    Accepted,
+    CodeIn,
+    ForgotIn,
+    LoginIn,
+    MeOut,
+    RefreshIn,
+    RegisterIn,
+    ResetIn,
+    SessionOut,
+    TokenOut,
+)
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -58,3 +69,34 @@ async def token(
     """OAuth2 password flow for the Authorize button of /api/docs; `username` may be an email."""
     issued = await services.auth.login(login=form.username, password=form.password, address=address)
     return TokenOut(access_token=issued.access_token)
+
+
+@router.post("/forgot-password", status_code=202, responses=responses(422, 429))
+async def forgot_password(body: ForgotIn, services: ServicesDep) -> Accepted:
+    """Mail a 6-digit reset code if the address has an account. The answer is the same, and
+    comes as fast, whether or not it has one."""
+    services.recovery.forgot_password(email=str(body.email))
+    return Accepted()
+
+
+@router.post("/reset-password", responses=responses(400, 422, 429))
+async def reset_password(body: ResetIn, services: ServicesDep) -> SessionOut:
+    """A new password with the mailed code (once, within its lifetime, void after 5 wrong
+    tries). Every earlier session ends and the user's sockets close; a new session begins."""
+    issued = await services.recovery.reset_password(
+        email=str(body.email), code=body.code, new_password=body.new_password
+    )
+    return SessionOut.of(issued)
+
+
+@router.post("/verify-email", responses=responses(400, 401, 422))
+async def verify_email(body: CodeIn, user: CurrentUser, services: ServicesDep) -> MeOut:
+    """Prove the account's address with the code mailed to it."""
+    return MeOut.of(await services.recovery.verify_email(user=user, code=body.code))
+
+
+@router.post("/resend-verification", status_code=202, responses=responses(401, 429))
+async def resend_verification(user: CurrentUser, services: ServicesDep) -> Accepted:
+    """A new verification code (the earlier one stops working); at most one a minute."""
+    await services.recovery.resend_verification(user=user)
+    return Accepted()

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from reverb.api import cursors
-from reverb.api.deps import CurrentUser, ServicesDep
+from reverb.api.deps import REQUIRE_VERIFIED, CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import (
     ChatIn,
@@ -20,7 +20,7 @@ from reverb.api.schemas import (
 )
 from reverb.domain.wire import ChatView, MemberView
 
-router = APIRouter(prefix="/api/chats", tags=["chats"])
+router = APIRouter(prefix="/api/chats", tags=["chats"], dependencies=REQUIRE_VERIFIED)
 
 
 @router.get("", responses=responses(401, 422))
