@@ -27,6 +27,7 @@ from reverb.realtime.hub import Hub
 from reverb.services.access_cache import AccessCache
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
+from reverb.services.deletion import AccountDeletion
 from reverb.services.email_codes import EmailCodes
 from reverb.services.eventlog import EventLog
 from reverb.services.health import HealthService
@@ -103,6 +104,10 @@ def build_services(settings: Settings) -> Services:
         sessions=sessions,
         codes=codes,
     )
+    chats = ChatService(db=db, log=log, online=presence.online)
+    media = MediaService(
+        db=db, files=LocalBlobStore(settings.media_dir), settings=settings, sessions=sessions
+    )
     return Services(
         settings=settings,
         db=db,
@@ -110,15 +115,14 @@ def build_services(settings: Settings) -> Services:
         auth=auth,
         recovery=Recovery(auth, codes),
         users=UserService(db=db, sessions=sessions),
-        chats=ChatService(db=db, log=log, online=presence.online),
+        chats=chats,
         markers=Markers(db, publisher),
         messages=MessageService(db=db, log=log, pool_size=settings.database_pool_size),
         bus=bus,
         publisher=publisher,
         presence=presence,
-        media=MediaService(
-            db=db, files=LocalBlobStore(settings.media_dir), settings=settings, sessions=sessions
-        ),
+        media=media,
+        deletion=AccountDeletion(auth, chats, media),
         health=HealthService(db=db, redis=redis),
         mailer=mailer,
     )

@@ -15,6 +15,7 @@ from reverb.errors import ErrorCode, ReverbError
 from reverb.realtime.bus import Bus
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
+from reverb.services.deletion import AccountDeletion
 from reverb.services.health import HealthService
 from reverb.services.live import PresenceService
 from reverb.services.mailer import Mailer
@@ -46,6 +47,7 @@ class Services:
     media: MediaService
     mailer: Mailer
     recovery: Recovery
+    deletion: AccountDeletion
 
 
 # Dependencies are `async def` though they never await: FastAPI runs a plain `def` on a worker

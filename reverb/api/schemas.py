@@ -93,6 +93,10 @@ class ProfilePatch(Input):
     bio: Bio | None = None
 
 
+class DeleteMe(Input):
+    password: Secret
+
+
 class PasswordChange(Input):
     current_password: Secret
     new_password: Password

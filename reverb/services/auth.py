@@ -237,21 +237,26 @@ class AuthService:
             )
             self.publisher.after_commit(tx, envelope)
 
-    async def change_password(
-        self, *, user: User, current_password: str, new_password: str, address: str
-    ) -> None:
+    async def confirm_password(self, *, user: User, password: str, address: str) -> None:
+        """The caller proves it is the account's owner again (password change, deletion):
+        a wrong password is 403 and counts as a failed login."""
         key = _account_key(user, "")
         now = utcnow()
         async with self.db.read() as conn:
             await self.limiter.check(conn, account_key=key, address=address, now=now)
             stored = await user_store.get_hash(conn, user.id)
-        if not await self.passwords.verify(stored, current_password):
+        if not await self.passwords.verify(stored, password):
             async with self.db.transaction() as tx:
                 await self.limiter.record_failure(
                     tx.conn, account_key=key, address=address, now=now
                 )
             # 403, not 401: the access token is fine; a 401 would make clients drop the session.
             raise _bad_credentials(403)
+
+    async def change_password(
+        self, *, user: User, current_password: str, new_password: str, address: str
+    ) -> None:
+        await self.confirm_password(user=user, password=current_password, address=address)
         new_hash = await self.passwords.hash(new_password)
         async with self.db.transaction() as tx:
             await self.revoke_all(tx, user.id, password_hash=new_hash)

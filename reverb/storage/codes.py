@@ -64,3 +64,7 @@ async def count_attempt(conn: AsyncConnection, user_id: str, purpose: str) -> No
 
 async def remove(conn: AsyncConnection, user_id: str, purpose: str) -> None:
     await conn.execute(delete(c).where(c.c.user_id == user_id, c.c.purpose == purpose))
+
+
+async def remove_all(conn: AsyncConnection, user_id: str) -> None:
+    await conn.execute(delete(c).where(c.c.user_id == user_id))

@@ -122,6 +122,8 @@ async def search(
         select(*_USER_COLUMNS)
         .where(
             users.c.id != exclude_id,
+            # Disabled and deleted accounts are not offered to start a chat with.
+            users.c.disabled_at.is_(None),
             or_(
                 users.c.username.contains(needle, autoescape=True),
                 func.lower(users.c.display_name).contains(needle, autoescape=True),
