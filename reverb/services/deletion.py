@@ -43,7 +43,7 @@ class AccountDeletion:
             await self.auth.revoke_all(
                 tx,
                 user.id,
-                username=f"deleted-{user.id}",
+                username=f"deleted-{user.id[-24:]}",  # the random end: 32 characters in all
                 email=f"deleted-{user.id}@deleted.invalid",
                 display_name=DELETED_NAME,
                 bio="",
