@@ -40,6 +40,7 @@ from reverb.services.messages import MessageService
 from reverb.services.passwords import Passwords
 from reverb.services.publish import Publisher
 from reverb.services.recovery import Recovery
+from reverb.services.social import SocialLogin
 from reverb.services.tokens import AccessTokens
 from reverb.services.users import UserService
 from reverb.storage.db import Database
@@ -123,6 +124,7 @@ def build_services(settings: Settings) -> Services:
         presence=presence,
         media=media,
         deletion=AccountDeletion(auth, chats, media),
+        social=SocialLogin(settings, auth),
         health=HealthService(db=db, redis=redis),
         mailer=mailer,
     )

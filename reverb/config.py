@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -87,6 +87,45 @@ def smtp_server(url: str) -> SmtpServer:
     )
 
 
+class OAuthProvider(BaseModel):
+    """A social or OpenID Connect login provider (one entry of OAUTH_PROVIDERS)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")]
+    client_id: Annotated[str, Field(min_length=1, max_length=512)]
+    client_secret: Annotated[SecretStr, Field(min_length=1, max_length=512)]
+    # OpenID Connect by discovery when set; "google" defaults to Google's; "github" without
+    # one is GitHub's OAuth 2 with its user API.
+    issuer: str | None = None
+    display_name: str | None = None
+
+    @property
+    def openid_issuer(self) -> str | None:
+        if self.issuer:
+            return self.issuer.rstrip("/")
+        return "https://accounts.google.com" if self.name == "google" else None
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name.capitalize()
+
+
+def _check_issuer(provider: OAuthProvider) -> None:
+    issuer = provider.openid_issuer
+    if issuer is None:
+        if provider.name != "github":
+            raise ConfigError(
+                f"OAUTH_PROVIDERS: {provider.name!r} needs an issuer (OpenID Connect discovery)"
+            )
+        return
+    parts = urlsplit(issuer)
+    loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+    # Tokens are checked against keys fetched from the issuer: only TLS makes those its own.
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ConfigError(f"OAUTH_PROVIDERS: the issuer of {provider.name!r} must be https://")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -149,10 +188,27 @@ class Settings(BaseSettings):
     # Unverified accounts may log in but get 403 email_unverified from chats, messages, media.
     require_email_verification: bool = False
 
+    # Social and OpenID Connect login: a JSON list of providers, the exact URIs the app may be
+    # sent back to, and the address people reach Reverb at (the providers call back there).
+    oauth_providers: list[OAuthProvider] = Field(default_factory=list)
+    oauth_redirect_uris: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    public_url: str | None = None
+
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     forwarded_allow_ips: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("oauth_redirect_uris", mode="before")
+    @classmethod
+    def _split_uris(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://localhost:{self.port}").rstrip("/")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -238,6 +294,11 @@ def read_settings(**overrides: object) -> Settings:
         raise ConfigError(_describe(exc)) from None
     settings.sqlalchemy_url  # noqa: B018 -- validates DATABASE_URL now, not at first query
     settings.smtp  # noqa: B018 -- and SMTP_URL
+    names = [p.name for p in settings.oauth_providers]
+    if len(set(names)) != len(names):
+        raise ConfigError("OAUTH_PROVIDERS: each provider needs a name of its own")
+    for provider in settings.oauth_providers:
+        _check_issuer(provider)
     if settings.redis_cluster and not settings.redis_url:
         raise ConfigError("REDIS_CLUSTER=true needs REDIS_URL (the address of one cluster node)")
     if settings.jwt_secret is not None:

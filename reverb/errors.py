@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     INVALID_CREDENTIALS = "invalid_credentials"
     ACCOUNT_DISABLED = "account_disabled"
     INVALID_CODE = "invalid_code"
+    INVALID_STATE = "invalid_state"
     EMAIL_UNVERIFIED = "email_unverified"
     RATE_LIMITED = "rate_limited"
     USERNAME_TAKEN = "username_taken"

@@ -24,6 +24,7 @@ from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.publish import Publisher
 from reverb.services.recovery import Recovery
+from reverb.services.social import SocialLogin
 from reverb.services.users import UserService
 from reverb.storage.db import Database
 
@@ -48,6 +49,7 @@ class Services:
     mailer: Mailer
     recovery: Recovery
     deletion: AccountDeletion
+    social: SocialLogin
 
 
 # Dependencies are `async def` though they never await: FastAPI runs a plain `def` on a worker

@@ -152,6 +152,15 @@ class Accepted(BaseModel):
     status: Literal["accepted"] = "accepted"
 
 
+class LoginCodeIn(Input):
+    login_code: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class ProviderOut(BaseModel):
+    name: str
+    display_name: str
+
+
 class RefreshIn(Input):
     refresh_token: Secret
 

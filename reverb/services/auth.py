@@ -19,7 +19,7 @@ from reverb.metrics import ACCESS_USER_READS, LOGINS
 from reverb.services.access_cache import AccessCache
 from reverb.services.email_codes import EmailCodes
 from reverb.services.login_limits import LoginLimiter
-from reverb.services.passwords import Passwords
+from reverb.services.passwords import NO_PASSWORD, Passwords
 from reverb.services.publish import Publisher
 from reverb.services.tokens import (
     AccessTokens,
@@ -88,7 +88,7 @@ class AuthService:
                 await self.codes.issue(tx, user, "verify", now=user.created_at)
             return await self.issue(tx, user, family_id=None, now=user.created_at)
 
-        return await self._create(username, email, password, display_name, then=log_in)
+        return await self.create(username, email, password, display_name, then=log_in)
 
     async def create_account(
         self, *, username: str, email: str, password: str, display_name: str | None
@@ -98,22 +98,25 @@ class AuthService:
         async def done(_tx: Tx, user: User) -> User:
             return user
 
-        return await self._create(username, email, password, display_name, then=done)
+        return await self.create(username, email, password, display_name, then=done)
 
-    async def _create(
+    async def create(
         self,
         username: str,
         email: str,
-        password: str,
+        password: str | None,
         display_name: str | None,
         *,
         then: Callable[[Tx, User], Awaitable[T]],
+        **values: object,
     ) -> T:
+        """A new account (no password: one that logs in through a provider only), then
+        `then` in the same transaction."""
         # Checked and hashed before the transaction: a hash takes tens of milliseconds, too long
         # to hold SQLite's one writer.
         async with self.db.read() as conn:
             await self._check_free(conn, username=username, email=email)
-        password_hash = await self.passwords.hash(password)
+        password_hash = await self.passwords.hash(password) if password else NO_PASSWORD
         now = utcnow()
         user_id = ids.new_id()
         try:
@@ -129,6 +132,7 @@ class AuthService:
                     session_version=0,
                     created_at=now,
                     updated_at=now,
+                    **values,
                 )
                 user = await user_store.get(tx.conn, user_id)
                 assert user is not None

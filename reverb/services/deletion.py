@@ -10,6 +10,7 @@ from reverb.errors import ReverbError
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.media import MediaService
+from reverb.services.passwords import NO_PASSWORD
 from reverb.storage import chats as chat_store
 from reverb.storage import codes as code_store
 from reverb.storage import users as user_store
@@ -18,8 +19,6 @@ from reverb.storage.types import utcnow
 log = logging.getLogger(__name__)
 
 DELETED_NAME = "Deleted user"
-# Not an Argon2 hash: every password check against it fails.
-NO_PASSWORD = "!deleted"
 
 
 @dataclass(slots=True)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.responses import RedirectResponse
 from fastapi.security import OAuth2PasswordRequestForm
 
 from reverb.api.deps import ClientAddress, CurrentUser, ServicesDep
@@ -11,8 +12,10 @@ from reverb.api.schemas import (
     Accepted,
     CodeIn,
     ForgotIn,
+    LoginCodeIn,
     LoginIn,
     MeOut,
+    ProviderOut,
     RefreshIn,
     RegisterIn,
     ResetIn,
@@ -100,3 +103,55 @@ async def resend_verification(user: CurrentUser, services: ServicesDep) -> Accep
     """A new verification code (the earlier one stops working); at most one a minute."""
     await services.recovery.resend_verification(user=user)
     return Accepted()
+
+
+@router.get("/providers")
+async def providers(services: ServicesDep) -> list[ProviderOut]:
+    """The social and OpenID Connect login providers configured (`[]` when none)."""
+    return [ProviderOut(name=p.name, display_name=p.title) for p in services.social.providers()]
+
+
+ProviderName = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,32}$")]
+
+
+@router.get(
+    "/oauth/{provider}/start",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses=responses(404, 422),
+)
+async def oauth_start(
+    provider: ProviderName,
+    redirect_uri: Annotated[str, Query(min_length=1, max_length=2048)],
+    services: ServicesDep,
+) -> RedirectResponse:
+    """Off to the provider (authorization code with PKCE, `state` and, for OpenID Connect,
+    `nonce`). `redirect_uri`, where the app gets its `login_code`, must be listed in
+    OAUTH_REDIRECT_URIS."""
+    url = await services.social.start(name=provider, redirect_uri=redirect_uri)
+    return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+
+
+@router.get(
+    "/oauth/{provider}/callback",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses=responses(400, 404, 422),
+)
+async def oauth_callback(
+    provider: ProviderName,
+    services: ServicesDep,
+    state: Annotated[str | None, Query(max_length=128)] = None,
+    code: Annotated[str | None, Query(max_length=2048)] = None,
+    error: Annotated[str | None, Query(max_length=256)] = None,
+) -> RedirectResponse:
+    """Back from the provider: on to the app's `redirect_uri` with `?login_code=` (traded at
+    /api/auth/oauth/exchange within 60 s) or `?error=`."""
+    url = await services.social.callback(name=provider, state=state, code=code, error=error)
+    return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/oauth/exchange", responses=responses(400, 422))
+async def oauth_exchange(body: LoginCodeIn, services: ServicesDep) -> SessionOut:
+    """A `login_code` from the callback, once and within 60 s, for a session."""
+    return SessionOut.of(await services.social.exchange(login_code=body.login_code))
