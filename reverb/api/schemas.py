@@ -97,6 +97,10 @@ class ProfilePatch(Input):
     bio: Bio | None = None
 
 
+class DeleteMe(Input):
+    password: Secret
+
+
 class PasswordChange(Input):
     current_password: Secret
     new_password: Password
@@ -107,7 +111,7 @@ class PasswordChange(Input):
 
 class RegisterIn(Input):
     username: Username
-    email: Annotated[EmailStr, Field(max_length=320), AfterValidator(str.lower)]
+    email: Email
     password: Password
     display_name: DisplayName | None = None
 
@@ -126,6 +130,39 @@ class LoginIn(Input):
     @property
     def login(self) -> str:
         return self.email if self.email is not None else (self.username or "")
+
+
+Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(str.lower)]
+
+
+class ForgotIn(Input):
+    email: Email
+
+
+class ResetIn(Input):
+    email: Email
+    code: Code
+    new_password: Password
+
+
+class CodeIn(Input):
+    code: Code
+
+
+class Accepted(Struct, kw_only=True):
+    """The same answer whatever happened behind it."""
+
+    status: Literal["accepted"] = "accepted"
+
+
+class LoginCodeIn(Input):
+    login_code: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class ProviderOut(Struct, kw_only=True):
+    name: str
+    display_name: str
 
 
 class RefreshIn(Input):

@@ -71,12 +71,18 @@ class UserView(Struct, kw_only=True):
 
 class MeView(UserView, kw_only=True):
     email: str
+    email_verified: bool
     created_at: Timestamp
 
     @classmethod
     def of(cls, user: User, *, online: bool = False) -> MeView:
         base = msgspec.structs.asdict(UserView.of(user, online=online))
-        return cls(**base, email=user.email, created_at=rfc3339(user.created_at))
+        return cls(
+            **base,
+            email=user.email,
+            email_verified=user.email_verified_at is not None,
+            created_at=rfc3339(user.created_at),
+        )
 
 
 class ReactionView(Struct, kw_only=True):

@@ -76,7 +76,8 @@ def test_views_encode_to_the_contract_bytes_in_field_order() -> None:
     assert encode(UserView.of(user(), online=True)) == USER_JSON
     me = encode(MeView.of(user(), online=True))
     assert me == USER_JSON[:-1] + (
-        b',"email":"ann@example.com","created_at":"2025-12-31T23:59:59.999Z"}'
+        b',"email":"ann@example.com","email_verified":false,'
+        b'"created_at":"2025-12-31T23:59:59.999Z"}'
     )
     never = encode(UserView.of(user(last_seen_at=None, avatar_key=None)))
     assert b'"avatar_url":null,"status":"offline","last_seen_at":null}' in never

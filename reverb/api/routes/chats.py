@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Response
 from msgspec import Raw
 
 from reverb.api import cursors
-from reverb.api.deps import CurrentUser, ServicesDep
+from reverb.api.deps import REQUIRE_VERIFIED, CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import (
     ChatIn,
@@ -22,7 +22,7 @@ from reverb.api.schemas import (
 from reverb.api.structs import Answer, returns
 from reverb.domain.wire import ChatView, MemberView
 
-router = APIRouter(prefix="/api/chats", tags=["chats"])
+router = APIRouter(prefix="/api/chats", tags=["chats"], dependencies=REQUIRE_VERIFIED)
 
 
 @router.get("", responses={**returns(Page[ChatView]), **responses(401, 422)})

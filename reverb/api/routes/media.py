@@ -9,7 +9,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse
 
-from reverb.api.deps import CurrentUser, ServicesDep
+from reverb.api.deps import REQUIRE_VERIFIED, CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.structs import Answer, returns
 from reverb.api.uploads import read_upload
@@ -44,7 +44,8 @@ IMMUTABLE = "public, max-age=31536000, immutable"
     "/api/media",
     status_code=201,
     openapi_extra=MULTIPART,
-    responses={**returns(MediaView, 201), **responses(401, 413, 415, 422)},
+    responses={**returns(MediaView, 201), **responses(401, 403, 413, 415, 422)},
+    dependencies=REQUIRE_VERIFIED,
 )
 async def upload(request: Request, user: CurrentUser, services: ServicesDep) -> Answer:
     """Any file up to MAX_UPLOAD_BYTES; images (PNG, JPEG, WebP, GIF) get their size and a

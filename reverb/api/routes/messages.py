@@ -5,14 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from reverb.api import cursors
-from reverb.api.deps import CurrentUser, ServicesDep
+from reverb.api.deps import REQUIRE_VERIFIED, CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import MessageEdit, MessageIn, MessagePage, Page, Seq
 from reverb.api.structs import Answer, returns
 from reverb.domain.wire import MessageView
 from reverb.errors import invalid
 
-router = APIRouter(prefix="/api/messages", tags=["messages"])
+router = APIRouter(prefix="/api/messages", tags=["messages"], dependencies=REQUIRE_VERIFIED)
 
 
 @router.post(

@@ -8,7 +8,7 @@ from reverb.api import cursors
 from reverb.api.deps import ClientAddress, CurrentUser, Services, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.routes.media import MULTIPART
-from reverb.api.schemas import USERNAME_PATTERN, Page, PasswordChange, ProfilePatch
+from reverb.api.schemas import USERNAME_PATTERN, DeleteMe, Page, PasswordChange, ProfilePatch
 from reverb.api.structs import Answer, returns
 from reverb.api.uploads import read_upload
 from reverb.domain.users import User
@@ -55,6 +55,17 @@ async def set_avatar(request: Request, user: CurrentUser, services: ServicesDep)
 async def remove_avatar(user: CurrentUser, services: ServicesDep) -> Answer:
     updated = await services.media.remove_avatar(me=user)
     return await _me(updated, services)
+
+
+@router.delete("/me", status_code=204, responses=responses(401, 403, 422, 429))
+async def delete_me(
+    body: DeleteMe, user: CurrentUser, services: ServicesDep, address: ClientAddress
+) -> Response:
+    """Delete the account, confirmed with its password: every session ends and sockets close,
+    the profile is anonymised and the e-mail freed, every group is left (an owner hands it on);
+    messages stay, shown from "Deleted user"."""
+    await services.deletion.delete(user=user, password=body.password, address=address)
+    return Response(status_code=204)
 
 
 @router.post("/me/password", status_code=204, responses=responses(401, 403, 422, 429))
