@@ -32,6 +32,7 @@ from reverb.services.chats import ChatService
 from reverb.services.deletion import AccountDeletion
 from reverb.services.email_codes import EmailCodes
 from reverb.services.eventlog import EventLog
+from reverb.services.export import DataExport
 from reverb.services.health import HealthService
 from reverb.services.live import PresenceService, TypingService
 from reverb.services.login_limits import LoginLimiter
@@ -127,6 +128,7 @@ def build_services(settings: Settings) -> Services:
         media=media,
         deletion=AccountDeletion(auth, chats, media),
         social=SocialLogin(settings, auth),
+        export=DataExport(db, chats),
         health=HealthService(db=db, redis=redis),
         mailer=mailer,
     )

@@ -16,6 +16,7 @@ from reverb.realtime.bus import Bus
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.deletion import AccountDeletion
+from reverb.services.export import DataExport
 from reverb.services.health import HealthService
 from reverb.services.live import PresenceService
 from reverb.services.mailer import Mailer
@@ -50,6 +51,7 @@ class Services:
     recovery: Recovery
     deletion: AccountDeletion
     social: SocialLogin
+    export: DataExport
 
 
 # Dependencies are `async def` though they never await: FastAPI runs a plain `def` on a worker

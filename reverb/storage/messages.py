@@ -137,6 +137,17 @@ def _by_client_ids(dialect: str) -> Select[Any]:
     )
 
 
+async def by_sender(
+    conn: AsyncConnection, sender_id: str, *, after: str | None, limit: int
+) -> list[MessageRow]:
+    """A user's messages in id order (the order they were sent), those after `after`."""
+    stmt = select(*_MESSAGE).where(messages.c.sender_id == sender_id)
+    if after is not None:
+        stmt = stmt.where(messages.c.id > after)
+    rows = await conn.execute(stmt.order_by(messages.c.id).limit(limit))
+    return [_message(r) for r in rows]
+
+
 async def update_message(conn: AsyncConnection, message_id: str, **values: Any) -> None:
     await conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
 

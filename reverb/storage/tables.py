@@ -175,6 +175,8 @@ messages = Table(
     Column("deleted", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("chat_id", "seq", name="uq_messages_chat_seq"),
     # Durable idempotency for sends: NULL client ids never collide.
+    # A user's own messages, in order, for their data export.
+    Index("ix_messages_sender_id", "sender_id", "id"),
     UniqueConstraint("chat_id", "sender_id", "client_id", name="uq_messages_chat_sender_client"),
 )
 

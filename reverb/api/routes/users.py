@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from reverb.api import cursors
 from reverb.api.deps import ClientAddress, CurrentUser, Services, ServicesDep
@@ -14,6 +15,7 @@ from reverb.api.uploads import read_upload
 from reverb.domain.users import User
 from reverb.domain.wire import MeView, UserView
 from reverb.errors import invalid
+from reverb.services.export import Export
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
@@ -66,6 +68,16 @@ async def delete_me(
     messages stay, shown from "Deleted user"."""
     await services.deletion.delete(user=user, password=body.password, address=address)
     return Response(status_code=204)
+
+
+@router.get("/me/export", responses={**returns(Export), **responses(401)})
+async def export_me(user: CurrentUser, services: ServicesDep) -> StreamingResponse:
+    """The caller's data as one JSON document: profile, chats, and the messages they sent."""
+    return StreamingResponse(
+        services.export.document(user),
+        media_type="application/json",
+        headers={"Content-Disposition": 'attachment; filename="reverb-export.json"'},
+    )
 
 
 @router.post("/me/password", status_code=204, responses=responses(401, 403, 422, 429))
