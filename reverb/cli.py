@@ -64,6 +64,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.reload and (settings.production or args.workers > 1):
+        print(
+            "reverb: --reload is for development, one process: not with REVERB_ENV=production "
+            "or --workers",
+            file=sys.stderr,
+        )
+        return 2
     _prepare_database(settings, migrate=args.migrate or settings.should_auto_migrate)
     # Workers re-read settings from the environment: pass the command-line values on.
     os.environ["HOST"], os.environ["PORT"] = settings.host, str(settings.port)
@@ -73,6 +80,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         workers=args.workers,
+        # Restarts the server process when a file of the package changes (watchfiles).
+        reload=args.reload,
+        reload_dirs=[str(Path(__file__).parent)] if args.reload else None,
         log_config=None,
         access_log=False,
         proxy_headers=True,
@@ -164,6 +174,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, or HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default 5000, or PORT)")
     serve.add_argument("--workers", type=int, default=1, help="server processes (needs REDIS_URL)")
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart when a file under reverb/ changes (development only)",
+    )
     serve.add_argument(
         "--migrate",
         action="store_true",
