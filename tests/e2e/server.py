@@ -53,10 +53,14 @@ def reverb_serve(
 
 @contextmanager
 def server_process(
-    cwd: Path, env: Mapping[str, str] | None, argv: Callable[[int], list[str]]
+    cwd: Path,
+    env: Mapping[str, str] | None,
+    argv: Callable[[int], list[str]],
+    port: int | None = None,
 ) -> Iterator[tuple[str, Path]]:
-    """Start the server `argv(port)` runs on a free port; yield its base URL and log file."""
-    port = free_port()
+    """Start the server `argv(port)` runs on `port` (by default a free one); yield its base URL
+    and log file."""
+    port = port or free_port()
     log_path = cwd / f"server-{port}.log"
     full_env = {**base_env(), **(env or {})}
     with log_path.open("wb") as log:
