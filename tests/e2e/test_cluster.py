@@ -19,11 +19,10 @@ import httpx
 import pytest
 
 from tests.conftest import REDIS_TEST_URL
-from tests.e2e.cluster import ROOT
+from tests.deploy_files import ROOT, healthcheck_command
 from tests.e2e.server import base_env, free_port, server_env
 from tests.e2e.wsclient import WsClient
 from tests.helpers import direct, events, register
-from tests.unit.test_deploy import healthcheck_command
 
 pytestmark = pytest.mark.e2e
 

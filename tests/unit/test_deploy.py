@@ -8,28 +8,29 @@ import copy
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from jsonschema import Draft201909Validator
 
 from reverb.config import Settings
-from tests.e2e.cluster import CADDYFILE, caddy_binary
+from tests.deploy_files import (
+    CADDYFILE,
+    COMPOSE,
+    DOCKERFILE,
+    ENV_EXAMPLE,
+    ROOT,
+    caddy_binary,
+    compose,
+    docker_instructions,
+    healthcheck_command,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "docker-compose.yml"
-ENV_EXAMPLE = ROOT / ".env.example"
-DOCKERFILE = ROOT / "Dockerfile"
 # Vendored, with its source: tests/data/README.md.
 SCHEMA = json.loads((ROOT / "tests" / "data" / "compose_spec.json").read_text())
 REPLICAS = ("reverb1", "reverb2")
-
-
-def compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
-    return data
 
 
 def schema_errors(document: dict[str, Any]) -> list[str]:
@@ -190,20 +191,33 @@ def test_a_domain_turns_on_automatic_https() -> None:
 
 
 def test_dockerfile_is_multi_stage_non_root_with_a_health_check() -> None:
-    text = DOCKERFILE.read_text()
-    stages = re.findall(r"^FROM (\S+)", text, re.MULTILINE)
-    assert stages == ["python:3.11-slim", "python:3.11-slim"]
-    assert "RUN /opt/reverb/bin/pip install .\n" in text  # the tests' install, no dev extras
-    assert re.search(r"^USER reverb$", text, re.MULTILINE)
-    assert re.search(r"^EXPOSE 5000$", text, re.MULTILINE)
-    assert 'CMD ["reverb", "serve", "--host", "0.0.0.0"]' in text
+    instructions = docker_instructions()
+    stages = [i.value for i in instructions if i.cmd == "FROM"]
+    assert stages == [("python:3.11-slim", "AS", "build"), ("python:3.11-slim",)]
+    last_from = max(n for n, i in enumerate(instructions) if i.cmd == "FROM")
+    build, final = instructions[:last_from], instructions[last_from:]
+    # The tests' install (`pip install .`), without the dev extras, in the build stage only.
+    runs = [i.value[0] for i in build if i.cmd == "RUN"]
+    assert "/opt/reverb/bin/pip install ." in runs
+    assert not [i for i in final if i.cmd == "RUN" and "pip install" in i.value[0]]
+    assert [(i.flags, i.value) for i in final if i.cmd == "COPY"] == [
+        (("--from=build",), ("/opt/reverb", "/opt/reverb"))
+    ]
+    [user] = [i.value[0] for i in final if i.cmd == "USER"]
+    assert all(int(part) > 0 for part in user.split(":")), user  # numeric, not root
+    assert [i.value for i in final if i.cmd == "EXPOSE"] == [("5000",)]
+    [cmd] = [i for i in final if i.cmd == "CMD"]
+    assert cmd.json and cmd.value == ("reverb", "serve", "--host", "0.0.0.0")
     assert "/healthz" in healthcheck_command()[-1]
 
 
-def healthcheck_command() -> list[str]:
-    """The Dockerfile's HEALTHCHECK command (exec form), to run against a real server."""
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
-    found = re.search(r"^HEALTHCHECK .*? CMD (\[.*\])$", text, re.MULTILINE)
-    assert found is not None
-    command: list[str] = json.loads(found.group(1))
-    return command
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    hadolint = Path(sys.executable).with_name("hadolint")
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr
