@@ -36,7 +36,6 @@ from tests.e2e.server import free_port, reverb_serve, run_cli, server_process
 class Cluster:
     proxy: str
     replicas: tuple[str, ...]
-    media_dir: Path
 
 
 async def _ensure_postgres_database(url: str) -> None:
@@ -96,7 +95,7 @@ def cluster(
                 port=port,
             )
         )
-        yield Cluster(proxy=proxy, replicas=urls, media_dir=media)
+        yield Cluster(proxy=proxy, replicas=urls)
 
 
 def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -104,7 +103,11 @@ def _stop(signum: int, _frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/cluster", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="scripts/cluster",
+        description="docker-compose.yml's topology without containers: reverb migrate, "
+        "production replicas, Caddy in front running deploy/Caddyfile",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get(
@@ -115,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--port", type=int, default=8080, help="the proxy's port (0: a free one)")
+    parser.add_argument(
+        "--replicas", type=int, default=2, choices=range(1, 9), metavar="1..8", help="default 2"
+    )
     parser.add_argument("--workdir", type=Path, help="logs and media (default: a temporary one)")
     args = parser.parse_args(argv)
 
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {**os.environ, "DATABASE_URL": args.database_url, "REDIS_URL": args.redis_url}
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    with cluster(workdir.resolve(), settings, proxy_port=args.port or None) as c:
+    with cluster(workdir.resolve(), settings, args.replicas, args.port or None) as c:
         print(json.dumps({"proxy": c.proxy, "replicas": list(c.replicas)}), flush=True)
         print(f"cluster: proxy {c.proxy}, logs and media in {workdir}", file=sys.stderr)
         signal.pause()
