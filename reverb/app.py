@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 from typing import cast
 
 from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from fastapi_offline import FastAPIOffline
 from redis.asyncio import Redis, RedisCluster
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
@@ -160,6 +162,23 @@ async def command_services(settings: Settings) -> AsyncIterator[Services]:
         await services.db.close()
 
 
+DOCS_STATIC = "/api/docs/static"
+# Until the web client is served here: what this server is, and where its docs are.
+HOME = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Reverb</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto">
+<h1>Reverb</h1><p>A real-time chat backend. This server speaks REST under <code>/api</code> and
+WebSocket at <code>/ws</code>.</p>
+<ul><li><a href="/api/docs">API documentation</a> (interactive)</li>
+<li><a href="/api/openapi.json">OpenAPI schema</a></li></ul></body></html>
+"""
+
+
+async def home() -> HTMLResponse:
+    return HTMLResponse(HOME)
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -198,7 +217,9 @@ def create_app(settings: Settings) -> FastAPI:
             await services.bus.close()
             await services.db.close()
 
-    app = FastAPI(
+    # Swagger UI served from its own files under /api/docs/static (fastapi-offline): the
+    # docs work without internet and fetch nothing from a third party.
+    app = FastAPIOffline(
         title="Reverb",
         version=__version__,
         description=DESCRIPTION,
@@ -206,7 +227,10 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url="/api/openapi.json",
         docs_url="/api/docs",
         redoc_url=None,
+        static_url=DOCS_STATIC,
+        favicon_url=f"{DOCS_STATIC}/favicon.png",
     )
+    app.add_api_route("/", home, include_in_schema=False, response_class=HTMLResponse)
     problems.install(app)
     # Structs referenced only by hand-written schema entries (`events.EncodedMessageView`,
     # `schemas.StoredEvent`): their components go into the document as well.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import AsyncIterator
 
@@ -25,7 +26,6 @@ def closed_port() -> int:
 
 async def test_unknown_route_and_wrong_method(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/api/nothing-here"), 404, "not_found")
-    assert_problem(await client.get("/"), 404, "not_found")
     assert_problem(await client.delete("/api/auth/login"), 405, "method_not_allowed")
     assert_problem(await client.put("/api/users/me"), 405, "method_not_allowed")
 
@@ -165,3 +165,23 @@ async def test_oversized_json_bodies_are_refused(client: httpx.AsyncClient) -> N
     )
     assert r.status_code in (413, 422), r.text
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_docs_are_served_from_reverb_itself(client: httpx.AsyncClient) -> None:
+    page = await client.get("/api/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
+    urls = [a or b for a, b in assets]
+    assert urls, page.text
+    for url in urls:
+        # Nothing from another origin: every asset is a path on this server, and it is there.
+        assert url.startswith("/"), url
+        assert (await client.get(url)).status_code == 200, url
+    assert "/api/docs/static/swagger-ui-bundle.js" in urls
+    assert "/api/openapi.json" in urls
+    assert "cdn." not in page.text and "https://" not in page.text
+
+
+async def test_home_page_links_the_docs(client: httpx.AsyncClient) -> None:
+    home = await client.get("/")
+    assert home.status_code == 200 and 'href="/api/docs"' in home.text
