@@ -196,6 +196,9 @@ class Settings(BaseSettings):
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     forwarded_allow_ips: str = "127.0.0.1"
+    # Set: /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (for a server whose
+    # port is reachable by more than the scraper).
+    metrics_token: SecretStr | None = None
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

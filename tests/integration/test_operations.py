@@ -185,3 +185,13 @@ async def test_docs_are_served_from_reverb_itself(client: httpx.AsyncClient) -> 
 async def test_home_page_links_the_docs(client: httpx.AsyncClient) -> None:
     home = await client.get("/")
     assert home.status_code == 200 and 'href="/api/docs"' in home.text
+
+
+async def test_metrics_token_protects_metrics(database_url: str) -> None:
+    settings = make_settings(database_url, metrics_token="scrape-me-0123456789")
+    async with serve_in_process(settings) as client:
+        assert_problem(await client.get("/metrics"), 401, "not_authenticated")
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert_problem(wrong, 401, "not_authenticated")
+        ok = await client.get("/metrics", headers={"Authorization": "Bearer scrape-me-0123456789"})
+        assert ok.status_code == 200 and "reverb_ws_connections" in ok.text

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reverb.api.deps import ServicesDep
+from reverb.api.problems import responses
 from reverb.api.schemas import Health
+from reverb.errors import ErrorCode, ReverbError
 
 router = APIRouter(tags=["operations"])
 
@@ -25,6 +30,19 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
-@router.get("/metrics", response_class=Response)
-async def metrics() -> Response:
+@router.get("/metrics", response_class=Response, responses=responses(401))
+async def metrics(
+    services: ServicesDep, authorization: Annotated[str | None, Header(max_length=512)] = None
+) -> Response:
+    """Prometheus text. With METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
+    token = services.settings.metrics_token
+    if token is not None:
+        given = (authorization or "").removeprefix("Bearer ").encode()
+        if not hmac.compare_digest(given, token.get_secret_value().encode()):
+            raise ReverbError(
+                ErrorCode.NOT_AUTHENTICATED,
+                "send the metrics token: Authorization: Bearer <METRICS_TOKEN>",
+                401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
