@@ -114,6 +114,7 @@ def build_services(settings: Settings) -> Services:
     media = MediaService(
         db=db, files=LocalBlobStore(settings.media_dir), settings=settings, sessions=sessions
     )
+    social = SocialLogin(settings, auth)
     return Services(
         settings=settings,
         db=db,
@@ -128,8 +129,8 @@ def build_services(settings: Settings) -> Services:
         publisher=publisher,
         presence=presence,
         media=media,
-        deletion=AccountDeletion(auth, chats, media),
-        social=SocialLogin(settings, auth),
+        deletion=AccountDeletion(auth, chats, media, social),
+        social=social,
         export=DataExport(db, chats),
         health=HealthService(db=db, redis=redis),
         mailer=mailer,

@@ -98,7 +98,17 @@ class ProfilePatch(Input):
 
 
 class DeleteMe(Input):
-    password: Secret
+    """Confirmed with the password, or, for an account without one, with the `login_code` of
+    a fresh provider login (instead of trading it for a session)."""
+
+    password: Secret | None = None
+    login_code: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+
+    @model_validator(mode="after")
+    def _one_proof(self) -> DeleteMe:
+        if (self.password is None) == (self.login_code is None):
+            raise ValueError("give exactly one of password or login_code")
+        return self
 
 
 class PasswordChange(Input):

@@ -11,8 +11,10 @@ from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.media import MediaService
 from reverb.services.passwords import NO_PASSWORD
+from reverb.services.social import SocialLogin
 from reverb.storage import chats as chat_store
 from reverb.storage import codes as code_store
+from reverb.storage import social as social_store
 from reverb.storage import users as user_store
 from reverb.storage.types import utcnow
 
@@ -26,9 +28,15 @@ class AccountDeletion:
     auth: AuthService
     chats: ChatService
     media: MediaService
+    social: SocialLogin
 
-    async def delete(self, *, user: User, password: str, address: str) -> None:
-        await self.auth.confirm_password(user=user, password=password, address=address)
+    async def delete(
+        self, *, user: User, password: str | None, login_code: str | None, address: str
+    ) -> None:
+        if login_code is not None:
+            await self.social.confirm(user=user, login_code=login_code)
+        else:
+            await self.auth.confirm_password(user=user, password=password or "", address=address)
         now = utcnow()
         async with self.auth.db.transaction() as tx:
             current = await user_store.get(tx.conn, user.id, lock=True)
@@ -36,6 +44,8 @@ class AccountDeletion:
                 return
             groups = await chat_store.group_ids(tx.conn, user.id)
             await code_store.remove_all(tx.conn, user.id)
+            # The person may come back through the same provider: as someone new.
+            await social_store.remove_identities(tx.conn, user.id)
             # One write: every session ends (sockets close) as the profile goes. The e-mail
             # becomes an address that cannot exist (RFC 2606), so the real one is free again;
             # "deleted-" cannot be a username anyone chose (no "-" allowed).

@@ -192,6 +192,16 @@ class SocialLogin:
                 return await self.auth.issue(tx, user, family_id=None, now=now)
         raise ReverbError(ErrorCode.INVALID_CODE, "the login code is wrong, used or expired", 400)
 
+    async def confirm(self, *, user: User, login_code: str) -> None:
+        """The caller proves a fresh login through a provider, for an act that needs one
+        (deleting an account without a password): the code is used up either way."""
+        async with self.auth.db.transaction() as tx:
+            owner = await social_store.take_login_code(tx.conn, _hash(login_code), utcnow())
+        if owner != user.id:
+            raise ReverbError(
+                ErrorCode.INVALID_CREDENTIALS, "log in again through your provider first", 403
+            )
+
     # --- the provider's side -----------------------------------------------------------------
 
     async def _endpoints(self, provider: OAuthProvider) -> Endpoints:

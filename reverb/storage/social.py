@@ -74,6 +74,10 @@ async def add_identity(
     )
 
 
+async def remove_identities(conn: AsyncConnection, user_id: str) -> None:
+    await conn.execute(delete(identities).where(identities.c.user_id == user_id))
+
+
 async def add_login_code(
     conn: AsyncConnection, code_hash: str, user_id: str, expires_at: datetime
 ) -> None:

@@ -251,6 +251,30 @@ def test_an_existing_account_is_joined_only_when_both_verified_the_email(site: S
     assert isinstance(joined["user"], dict) and joined["user"]["id"] == uma
 
 
+def test_an_account_without_a_password_is_deleted_with_a_fresh_provider_login(
+    site: Site,
+) -> None:
+    claims = {"email": "tia@example.com", "email_verified": True}
+    session = site.login("tia-1", claims)
+    auth = {"Authorization": f"Bearer {session['access_token']}"}
+    me = f"{site.reverb}/api/users/me"
+    # No password to give; a password is refused.
+    wrong = site.http.request("DELETE", me, json={"password": "anything at all"}, headers=auth)
+    assert wrong.status_code == 403 and wrong.json()["code"] == "invalid_credentials"
+    # Someone else's fresh login does not count.
+    other = site.back_at_app(site.approve("sam-1", {"email": "sam@example.com"}))["login_code"]
+    theirs = site.http.request("DELETE", me, json={"login_code": other}, headers=auth)
+    assert theirs.status_code == 403
+    fresh = site.back_at_app(site.approve("tia-1", claims))["login_code"]
+    gone = site.http.request("DELETE", me, json={"login_code": fresh}, headers=auth)
+    assert gone.status_code == 204, gone.text
+    assert site.http.get(me, headers=auth).status_code == 401
+    # Back through the same provider: a new account, the address free again.
+    again = site.login("tia-1", claims)
+    assert isinstance(again["user"], dict) and again["user"]["id"] != session["user"]["id"]  # type: ignore[index]
+    assert again["user"]["email"] == "tia@example.com"
+
+
 class Garbage(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.send_response(200)

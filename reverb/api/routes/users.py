@@ -63,10 +63,13 @@ async def remove_avatar(user: CurrentUser, services: ServicesDep) -> Answer:
 async def delete_me(
     body: DeleteMe, user: CurrentUser, services: ServicesDep, address: ClientAddress
 ) -> Response:
-    """Delete the account, confirmed with its password: every session ends and sockets close,
+    """Delete the account, confirmed with its password (or, for an account without one, the
+    `login_code` of a fresh provider login): every session ends and sockets close,
     the profile is anonymised and the e-mail freed, every group is left (an owner hands it on);
     messages stay, shown from "Deleted user"."""
-    await services.deletion.delete(user=user, password=body.password, address=address)
+    await services.deletion.delete(
+        user=user, password=body.password, login_code=body.login_code, address=address
+    )
     return Response(status_code=204)
 
 
