@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -51,11 +52,36 @@ def reverb_serve(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Running:
+    url: str
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+
+
+def reverb_process(
+    cwd: Path, env: Mapping[str, str] | None = None, *args: str
+) -> AbstractContextManager[Running]:
+    """`reverb serve` on a free port, as `reverb_serve`, yielding its process too (for its PID:
+    its memory, a signal)."""
+    return running_process(
+        cwd, env, lambda port: [sys.executable, "-m", "reverb", "serve", "--port", str(port), *args]
+    )
+
+
 @contextmanager
 def server_process(
     cwd: Path, env: Mapping[str, str] | None, argv: Callable[[int], list[str]]
 ) -> Iterator[tuple[str, Path]]:
     """Start the server `argv(port)` runs on a free port; yield its base URL and log file."""
+    with running_process(cwd, env, argv) as running:
+        yield running.url, running.log_path
+
+
+@contextmanager
+def running_process(
+    cwd: Path, env: Mapping[str, str] | None, argv: Callable[[int], list[str]]
+) -> Iterator[Running]:
     port = free_port()
     log_path = cwd / f"server-{port}.log"
     full_env = {**base_env(), **(env or {})}
@@ -70,9 +96,10 @@ def server_process(
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_healthy(url, proc, log_path)
-            yield url, log_path
+            yield Running(url, log_path, proc)
         finally:
-            proc.terminate()
+            if proc.poll() is None:
+                proc.terminate()
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -40,12 +40,18 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 @router.post(
-    "/api/media", status_code=201, openapi_extra=MULTIPART, responses=responses(401, 413, 415, 422)
+    "/api/media",
+    status_code=201,
+    openapi_extra=MULTIPART,
+    responses=responses(401, 413, 415, 422, 429),
 )
 async def upload(request: Request, user: CurrentUser, services: ServicesDep) -> MediaView:
     """Any file up to MAX_UPLOAD_BYTES; images (PNG, JPEG, WebP, GIF) get their size and a
-    thumbnail. Attach it to a message with `attachment_ids`."""
+    thumbnail (422 when decoding one would take more than IMAGE_DECODE_BUDGET_BYTES). At most
+    MEDIA_UPLOADS_PER_MINUTE uploads per user (429 `rate_limited` with Retry-After). Attach it
+    to a message with `attachment_ids`."""
     media = services.media
+    media.check_upload_rate(user)  # before the body is read: a refused upload costs nothing
     got = await read_upload(
         request, limit=services.settings.max_upload_bytes, scratch=media.scratch()
     )
