@@ -187,7 +187,8 @@ def create_app(settings: Settings) -> FastAPI:
             allow_credentials=False,
         )
     app.add_middleware(BodyLimit)
-    app.add_middleware(RequestContext)
+    docs = [p for p in (app.docs_url, app.swagger_ui_oauth2_redirect_url) if p]
+    app.add_middleware(RequestContext, docs_paths=docs)
     return app
 
 

@@ -72,7 +72,6 @@ def _file(path: Any, content_type: str, filename: str | None) -> FileResponse:
         disposition += f"; filename*=UTF-8''{quote(filename, safe='')}"
     headers = {
         "Cache-Control": IMMUTABLE,
-        "X-Content-Type-Options": "nosniff",
         "Content-Disposition": disposition,
     }
     if not inline:
