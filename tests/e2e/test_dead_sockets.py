@@ -92,15 +92,8 @@ async def stall_and_flood(server: Running, *, total: int, expect_close: int) -> 
             # socket nobody reads; each send waits for its ack, so the sender's own socket is
             # read (and answers pings).
             for n in range(total):
-                await sender.send(
-                    {
-                        "type": "message.send",
-                        "chat_id": chat,
-                        "content": f"{n} {BIG}",
-                        "client_id": str(n),
-                        "ref": n,
-                    }
-                )
+                frame = {"type": "message.send", "chat_id": chat, "content": f"{n} {BIG}"}
+                await sender.send({**frame, "client_id": str(n), "ref": n})
                 await sender.until(acked(n))
             await until(
                 lambda: tcp_state(dead) != TCP_ESTABLISHED,
@@ -122,15 +115,15 @@ async def stall_and_flood(server: Running, *, total: int, expect_close: int) -> 
         assert [e["code"] for e in lines] == [expect_close], lines
 
 
-async def test_a_slow_consumer_is_aborted_after_its_4013(tmp_path: Path, database_url: str) -> None:
-    env = server_env(
-        database_url,
-        ws_queue_size="20",
-        ws_send_rate="100000",
-        ws_send_burst="100000",
-        log_format="json",
+def env(database_url: str, **settings: str) -> dict[str, str]:
+    """Sends unlimited (the flood is the test's), JSON logs (the close line is read back)."""
+    return server_env(
+        database_url, ws_send_rate="100000", ws_send_burst="100000", log_format="json", **settings
     )
-    with reverb_process(tmp_path, env) as server:
+
+
+async def test_a_slow_consumer_is_aborted_after_its_4013(tmp_path: Path, database_url: str) -> None:
+    with reverb_process(tmp_path, env(database_url, ws_queue_size="20")) as server:
         await stall_and_flood(server, total=1500, expect_close=4013)
 
 
@@ -138,18 +131,14 @@ async def test_a_client_that_stops_answering_pings_is_aborted(
     tmp_path: Path, database_url: str
 ) -> None:
     """No 4013 here (the queue is big enough): the unanswered ping is what ends it, with data
-    still unsent."""
-    env = server_env(
+    still unsent. Unanswered at about 5 s: by then the kernel buffers are full."""
+    settings = env(
         database_url,
         ws_queue_size="100000",
-        ws_send_rate="100000",
-        ws_send_burst="100000",
-        # Unanswered at about 5 s: by then the kernel buffers are full and data waits unsent.
         ws_ping_interval_seconds="3",
         ws_ping_timeout_seconds="2",
-        log_format="json",
     )
-    with reverb_process(tmp_path, env) as server:
+    with reverb_process(tmp_path, settings) as server:
         await stall_and_flood(server, total=3000, expect_close=1011)
 
 
