@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # keeps its own zlib state (tens of KiB) and compresses every event once per connection,
     # where uncompressed the same frame bytes go to every member.
     ws_compression: bool = False
+    # On SIGTERM, how long requests and sockets may take to finish (each socket answers what it
+    # has read and closes with 1012 within about 5 s) before what is left is cancelled.
+    shutdown_timeout_seconds: int = Field(default=30, ge=1)
     # How long a crashed process's users stay "online" at most (shared presence, with Redis).
     presence_ttl_seconds: float = Field(default=60.0, ge=3)
 

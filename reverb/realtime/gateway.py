@@ -45,7 +45,7 @@ from reverb.realtime.protocol import (
     TypingFrame,
     parse,
 )
-from reverb.realtime.transport import CLOSE_GRACE_S, transport_for
+from reverb.realtime.transport import CLOSE_GRACE_S, CLOSE_SERVICE_RESTART, transport_for
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.live import PresenceService, TypingService
@@ -119,6 +119,7 @@ class Session:
         # server's, else the client's, 1005/1006 for a socket that was just lost).
         self.user_id: str | None = None
         self.close_code: int | None = None
+        self.transport = transport_for(ws)
 
     async def run(self) -> None:
         origins = self.rt.settings.cors_origins
@@ -165,6 +166,8 @@ class Session:
                 return None
             if message["type"] == "websocket.disconnect":
                 self.close_code = message.get("code", 1005)
+                if self.transport.draining:
+                    await self._refuse(CLOSE_SERVICE_RESTART, "server restart")
                 return None
             frame = self._parse(message)
             if isinstance(frame, BadFrame) and frame.type == "auth":
@@ -198,7 +201,7 @@ class Session:
         rt = self.rt
         conn = Connection(
             user_id=user.id,
-            transport=transport_for(self.ws),
+            transport=self.transport,
             read_log=rt.chats.log_between,
             max_queue=rt.settings.ws_queue_size,
             on_left=rt.hub.detach,
@@ -260,6 +263,10 @@ class Session:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 self.close_code = message.get("code", 1005)
+                if self.transport.draining:
+                    # Every frame read before this one has been answered (one at a time):
+                    # those replies go out, then the close.
+                    conn.close_soon(CLOSE_SERVICE_RESTART, "server restart", flush=True)
                 return
             frame = self._parse(message)
             if isinstance(frame, BadFrame):

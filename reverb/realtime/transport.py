@@ -39,6 +39,8 @@ CLOSE_GRACE_S = 5.0
 TCP_USER_TIMEOUT_S = 30.0
 # The close code the application sees after a ping went unanswered (websockets uses it too).
 CLOSE_PING_TIMEOUT = 1011
+# The server is going away (a deploy): reconnect, to another process or to this one restarted.
+CLOSE_SERVICE_RESTART = 1012
 
 
 def set_user_timeout(sock: Any, seconds: float) -> bool:
@@ -88,9 +90,25 @@ class FrameWriting(WebSocketsSansIOProtocol):
     """uvicorn's websockets protocol, offering the app a direct frame writer (`SCOPE_KEY`),
     with a TCP user timeout on its socket and dead peers released after a ping timeout."""
 
+    # Set at shutdown: the application finishes what it has read, then closes with 1012.
+    draining = False
+
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         set_user_timeout(transport.get_extra_info("socket"), TCP_USER_TIMEOUT_S)
+
+    def shutdown(self) -> None:
+        """uvicorn (on SIGTERM) closes every socket with 1012 at once, so sends already read
+        and being stored lose their acks and clients resend after every deploy. Instead the
+        application is told (a disconnect with 1012 behind the frames already read from the
+        socket: it stops there), answers what it took, and closes with 1012 itself, which
+        bounds the rest (the grace of any server close). uvicorn waits for the sockets to
+        close (at most SHUTDOWN_TIMEOUT_SECONDS) before the lifespan shutdown."""
+        if not self.handshake_complete or self.close_sent or self.disconnected:
+            super().shutdown()
+            return
+        self.draining = True
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": CLOSE_SERVICE_RESTART})
 
     def keepalive_timeout(self) -> None:
         """uvicorn sends a close frame and closes the transport, which waits until what is
@@ -165,6 +183,11 @@ class Transport(ABC):
         server offers no way to (then the caller's own grace period is the bound)."""
         return False
 
+    @property
+    def draining(self) -> bool:
+        """The server is shutting down: answer what was read, then close with 1012."""
+        return False
+
 
 class AsgiTransport(Transport):
     """The ASGI way, under any server."""
@@ -196,6 +219,10 @@ class _Direct(AsgiTransport):
     def abort(self) -> bool:
         self._server.abort()
         return True
+
+    @property
+    def draining(self) -> bool:
+        return self._server.draining
 
 
 def transport_for(ws: WebSocket) -> Transport:
