@@ -28,6 +28,7 @@ import uvloop
 from bench.client import Peer, connect
 from bench.http import HttpConn
 from bench.procs import Usage, raise_open_files, usage
+from bench.uploads import load as uploads
 
 Spec = dict[str, Any]
 NS = 1_000_000_000
@@ -757,11 +758,12 @@ SCENARIOS: dict[str, Callable[[Spec], Awaitable[Spec]]] = {
     "hang": hang,
     "markers": markers,
     "shards": shards,
+    "uploads": uploads,
 }
 
 
 async def main(spec: Spec) -> Spec:
-    if spec["scenario"] not in ("fill", "connections"):
+    if spec["scenario"] not in ("fill", "connections", "uploads"):
         # What the previous scenario left (thousands of sockets closing, say) is not this one's.
         await until_quiet(spec["target"]["pids"])
     return await asyncio.wait_for(SCENARIOS[spec["scenario"]](spec), spec.get("timeout_s", 600))

@@ -215,6 +215,14 @@ def summary(r: Doc) -> list[str]:
             f"every member has every message, after Redis runs again | {_fmt(after, 0)} | | | "
             f"≤ 2,000, all, once | {_verdict(after <= 2000 and whole)} |"
         )
+    up = r.get("image-uploads")
+    if up:
+        rows.append(
+            f"| {up['uploads']} uploads at once of a {up['png_bytes'] // 1000} KB PNG of "
+            f"6000x6600 grey pixels ({up['database']}) | server peak RSS rise, MiB | "
+            f"{_fmt(up['peak_rss_rise_mib'], 1)} | | | ≤ {up['rss_rise_limit_mib']}, every "
+            f"answer 201 or 4xx ({up['statuses']}) | {_verdict(up['ok'])} |"
+        )
     shards = r.get("shards")
     if shards:
         own = shards["own_all_vs_one"]
@@ -240,6 +248,15 @@ def details(r: Doc) -> list[str]:
                 f"{scenarios['pause_s']:g} s: {scenarios['sent_during_pause']} sent meanwhile, "
                 f"ack {scenarios['ack_during_pause_ms']}; {scenarios['complete']} of "
                 f"{scenarios['sent']} reached every member, {scenarios['duplicates']} duplicates"
+            )
+            continue
+        if key == "image-uploads":
+            out.append(
+                f"- {scenarios['uploads']} uploads at once of a {scenarios['png_bytes']:,}-byte "
+                f"PNG: answers {scenarios['statuses']}; RSS {scenarios['rss_before_mib']} MiB "
+                f"before, peak {scenarios['peak_rss_after_mib']} MiB after (rise "
+                f"{scenarios['peak_rss_rise_mib']} MiB); server up after: "
+                f"{scenarios['server_up_after']}"
             )
             continue
         if key == "shards":

@@ -21,7 +21,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from bench import seed
+from bench import seed, uploads
 from bench.procs import Server, free_port, python
 from bench.profile import Recorder
 from tests.redis_server import RedisServer
@@ -68,6 +68,8 @@ class Sizes:
     slow_search_messages: int = 300_000
     slow_search_rate: int = 20
     slow_search_s: float = 5.0
+    # The same at every size: the figure is about this many decodes arriving at once.
+    image_uploads: int = 8
 
 
 FULL = Sizes()
@@ -125,6 +127,7 @@ class Plan:
         "markers",
         "shards",
         "slow-search",
+        "image-uploads",
     )
     profile: Path | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="reverb-bench-")))
@@ -712,6 +715,23 @@ def shard_ratios(result: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
+def run_image_uploads(plan: Plan, db_kind: str) -> dict[str, Any]:
+    """Uploads of a small PNG that decodes big, all at once, to a server of their own (its
+    peak RSS is what is measured: nothing else may have raised it)."""
+    url = database_url(plan, db_kind, "reverb_bench_uploads")
+    env = reverb_env(url, plan.workdir / "media-uploads")
+    server = start_reverb(plan, "reverb-uploads", env)
+    try:
+        result = uploads.measure(
+            server,
+            plan.sizes.image_uploads,
+            lambda extra: loadgen(plan, {"scenario": "uploads", "target": target(server), **extra}),
+        )
+    finally:
+        server.stop()
+    return {**result, "database": db_kind}
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -780,6 +800,10 @@ def _run(plan: Plan) -> dict[str, Any]:
         db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
         plan.say(f"four Reverb processes, a busy group on each, one Redis, on {db_kind}")
         out["shards"] = run_shards(plan, db_kind)
+    if "image-uploads" in wanted:
+        db_kind = plan.databases[0]
+        plan.say(f"{plan.sizes.image_uploads} image uploads at once, on {db_kind}")
+        out["image-uploads"] = run_image_uploads(plan, db_kind)
     return out
 
 

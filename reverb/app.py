@@ -163,7 +163,8 @@ async def command_services(settings: Settings) -> AsyncIterator[Services]:
         await services.db.close()
 
 
-DOCS_STATIC = "/api/docs/static"
+DOCS = "/api/docs"
+DOCS_STATIC = f"{DOCS}/static"
 # Until the web client is served here: what this server is, and where its docs are.
 HOME = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Reverb</title>
@@ -226,7 +227,7 @@ def create_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=DOCS,
         redoc_url=None,
         static_url=DOCS_STATIC,
         favicon_url=f"{DOCS_STATIC}/favicon.png",
@@ -259,7 +260,8 @@ def create_app(settings: Settings) -> FastAPI:
             allow_credentials=False,
         )
     app.add_middleware(BodyLimit)
-    app.add_middleware(RequestContext)
+    docs = [p for p in (DOCS, app.swagger_ui_oauth2_redirect_url) if p]
+    app.add_middleware(RequestContext, docs_paths=docs)
     return app
 
 

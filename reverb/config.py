@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     # keeps its own zlib state (tens of KiB) and compresses every event once per connection,
     # where uncompressed the same frame bytes go to every member.
     ws_compression: bool = False
+    # On SIGTERM, how long requests and sockets may take to finish (each socket answers what it
+    # has read and closes with 1012 within about 5 s) before what is left is cancelled.
+    shutdown_timeout_seconds: int = Field(default=30, ge=1)
     # How long a crashed process's users stay "online" at most (shared presence, with Redis).
     presence_ttl_seconds: float = Field(default=60.0, ge=3)
 
@@ -179,6 +182,17 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
     max_avatar_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
+    # The memory one image's decoded pixels may take (width x height x bytes a pixel, all
+    # frames an animation holds at once), checked from the header before decoding. The default
+    # lets any 8-bit image within MAX_IMAGE_PIXELS through (40 MP at Pillow's 4 bytes a pixel);
+    # 16-bit and float images and big animations meet it first.
+    image_decode_budget_bytes: int = Field(default=160_000_000, ge=1)
+    # Images decoded at once per process. Decoding is CPU-bound (one core each) and holds up
+    # to the budget above in memory, so two keep a second upload from waiting behind a slow
+    # one while bounding decode memory near 2 x the budget.
+    image_decode_concurrency: int = Field(default=2, ge=1)
+    # Uploads (files and avatars) per user: this many at once, then one every 60/N seconds.
+    media_uploads_per_minute: int = Field(default=30, ge=1)
 
     # Mail (verification and password-reset codes). Unset: each mail is written to the log.
     smtp_url: str | None = None

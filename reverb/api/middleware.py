@@ -1,14 +1,18 @@
-"""Request id, access log and request metrics, as one plain ASGI middleware (no per-request
-task or body copy, unlike BaseHTTPMiddleware)."""
+"""Request id, access log, request metrics and the security headers of every response, as one
+plain ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import re
 import time
 import uuid
+from collections.abc import Iterable
 
 import orjson
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reverb.logs import request_id
@@ -28,9 +32,52 @@ def _incoming_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+Header = tuple[bytes, bytes]
+# Every response: browsers take its declared type, never a sniffed one (a JSON body or an
+# uploaded file is never run as HTML or script).
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+# Token and profile answers (and the password change, the avatar) are not kept by browsers or
+# proxies.
+NO_STORE = (b"cache-control", b"no-store")
+# The docs page loads Swagger UI from this server only (/api/docs/static); the CSP allows that,
+# plus the page's own inline start-up script by its hash. Swagger UI sets inline styles and
+# draws icons from data: URLs; "Try it out" calls this origin.
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def docs_policy(page: bytes) -> bytes:
+    """The Content-Security-Policy of a docs page: its assets, and its inline scripts."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode() + "'"
+        for script in _INLINE_SCRIPT.findall(page)
+    )
+    return (
+        f"default-src 'none'; script-src 'self' {hashes}; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ).encode()
+
+
+def _no_store(path: str) -> bool:
+    return (
+        path.startswith("/api/auth/")
+        or path == "/api/users/me"
+        or path.startswith("/api/users/me/")
+    )
+
+
+def _with(
+    headers: Iterable[tuple[bytes, bytes]], *add: tuple[bytes, bytes]
+) -> list[tuple[bytes, bytes]]:
+    """`headers` with each of `add` set (replacing a value the app gave)."""
+    names = {name for name, _ in add}
+    return [*(h for h in headers if h[0].lower() not in names), *add]
+
+
 class RequestContext:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, docs_paths: Iterable[str] = ()) -> None:
         self.app = app
+        self.docs_paths = frozenset(docs_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -47,19 +94,47 @@ class RequestContext:
 
         start = time.perf_counter()
         status = 500
+        started = False
+        path = scope["path"]
+        added = [(REQUEST_ID_HEADER, rid.encode()), NOSNIFF]
+        if _no_store(path):
+            added.append(NO_STORE)
+        docs_page = path in self.docs_paths
+        held: Message | None = None  # a docs page's start, until its body is known
+        body = b""
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started, held, body
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (REQUEST_ID_HEADER, rid.encode()),
-                ]
+                message["headers"] = _with(message.get("headers", []), *added)
+                if docs_page:
+                    held = message
+                    return
+            elif held is not None and message["type"] == "http.response.body":
+                body += message.get("body", b"")
+                if message.get("more_body", False):
+                    return
+                csp = (b"content-security-policy", docs_policy(body))
+                held["headers"] = _with(held["headers"], csp)
+                await send(held)
+                held = None
+                message = {"type": "http.response.body", "body": body}
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if started:
+                raise
+            # Answered here rather than by Starlette's outermost error middleware, so that a
+            # 500 carries these headers too; by the app's own handler (which logs it).
+            handler = scope["app"].exception_handlers.get(Exception)
+            if handler is None:
+                raise
+            response = await handler(Request(scope), exc)
+            await response(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
             route = scope.get("route")

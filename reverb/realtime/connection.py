@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from reverb.domain.events import Envelope
 from reverb.metrics import EVENTS_DELIVERED, GAP_FILLS, WS_CLOSES
 from reverb.realtime.protocol import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED
-from reverb.realtime.transport import Transport
+from reverb.realtime.transport import CLOSE_GRACE_S, Transport
 
 log = logging.getLogger(__name__)
 
@@ -157,14 +157,16 @@ class Connection:
     def close_soon(self, code: int, reason: str, *, flush: bool = False) -> None:
         """Stop queueing and close. With `flush`, what is already queued (replies the client
         is owed) goes out first; otherwise the close follows the frame being written, if any.
-        A client that has stopped reading gets the close frame after what is in flight, if it
-        ever reads."""
+        After CLOSE_GRACE_S the socket is aborted whatever its state, so a client that has
+        stopped reading (its close frame stuck behind unsent data) is released too; for one
+        that closed in time, that is a no-op."""
         if self.closing is None:
             WS_CLOSES.labels(str(code)).inc()
             self.closing = code
             if not flush:
                 self._queue.clear()
             self._close_reason = reason
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self._transport.abort)
             self._wake()
 
     # --- the writer -----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from reverb.domain.users import User
 from reverb.domain.wire import MeView, encode
 from reverb.errors import ErrorCode, ReverbError
 from reverb.metrics import WS_CLOSES, WS_CONNECTIONS
-from reverb.realtime.connection import CatchUp, Connection, OwnFrame
+from reverb.realtime.connection import CLOSE_GONE, CatchUp, Connection, OwnFrame
 from reverb.realtime.hub import Hub
 from reverb.realtime.protocol import (
     CLOSE_AUTH_TIMEOUT,
@@ -45,7 +45,7 @@ from reverb.realtime.protocol import (
     TypingFrame,
     parse,
 )
-from reverb.realtime.transport import transport_for
+from reverb.realtime.transport import CLOSE_GRACE_S, CLOSE_SERVICE_RESTART, transport_for
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
 from reverb.services.live import PresenceService, TypingService
@@ -63,8 +63,6 @@ FLOOD_WINDOW_S = 10.0
 # (markers are coalesced and written in batches), so the limit only stops a flood.
 MARKER_RATE = 20.0  # per second
 MARKER_BURST = 100
-# How long a closing connection may take to get its close frame out before it is dropped.
-CLOSE_GRACE_S = 5.0
 
 
 @dataclass(slots=True)
@@ -140,6 +138,11 @@ class Session:
         self.bucket = TokenBucket(s.ws_send_rate, s.ws_send_burst, now)
         self.marker_bucket = TokenBucket(MARKER_RATE, MARKER_BURST, now)
         self.flood = FloodGuard(FLOOD_LIMIT, FLOOD_WINDOW_S)
+        # For the one log line of each close: whose socket, and the code it closed with (the
+        # server's, else the client's, 1005/1006 for a socket that was just lost).
+        self.user_id: str | None = None
+        self.close_code: int | None = None
+        self.transport = transport_for(ws)
 
     async def run(self) -> None:
         origins = self.rt.settings.cors_origins
@@ -151,12 +154,18 @@ class Session:
         await self.ws.accept()
         try:
             auth = await self._await_auth()
-        except WebSocketDisconnect:
-            return
-        if auth is None:
-            return
-        frame, user = auth
-        await self._serve(frame, user)
+            if auth is not None:
+                frame, user = auth
+                self.user_id = user.id
+                await self._serve(frame, user)
+        except WebSocketDisconnect as exc:
+            self.close_code = self.close_code or exc.code
+        finally:
+            log.info(
+                "ws closed %s",
+                self.close_code,
+                extra={"user_id": self.user_id, "code": self.close_code},
+            )
 
     async def _close(self, code: int, reason: str = "") -> None:
         if self.state.state is not State.CLOSED:
@@ -167,6 +176,7 @@ class Session:
     async def _refuse(self, code: int, reason: str) -> None:
         """Close during authentication (the connection's own closes are counted there)."""
         WS_CLOSES.labels(str(code)).inc()
+        self.close_code = code
         await self._close(code, reason)
 
     async def _await_auth(self) -> tuple[AuthFrame, User] | None:
@@ -178,6 +188,9 @@ class Session:
                 await self._refuse(CLOSE_AUTH_TIMEOUT, "no auth frame in time")
                 return None
             if message["type"] == "websocket.disconnect":
+                self.close_code = message.get("code", 1005)
+                if self.transport.draining:
+                    await self._refuse(CLOSE_SERVICE_RESTART, "server restart")
                 return None
             frame = self._parse(message)
             if isinstance(frame, BadFrame) and frame.type == "auth":
@@ -213,7 +226,7 @@ class Session:
         rt = self.rt
         conn = Connection(
             user_id=user.id,
-            transport=transport_for(self.ws),
+            transport=self.transport,
             read_log=rt.chats.log_between,
             max_queue=rt.settings.ws_queue_size,
             on_left=rt.hub.detach,
@@ -228,9 +241,11 @@ class Session:
             await self._start(conn, auth, user)
             conn.start()
             await self._read_frames(conn, user)
-        except WebSocketDisconnect:
-            pass
+        except WebSocketDisconnect as exc:
+            self.close_code = exc.code
         finally:
+            if conn.closing is not None and (conn.closing != CLOSE_GONE or not self.close_code):
+                self.close_code = conn.closing  # the server's decision, not how it ended
             rt.hub.unregister(conn)
             WS_CONNECTIONS.dec()
             # When the server decided to close, the close frame goes out first (bounded).
@@ -271,6 +286,11 @@ class Session:
         while conn.closing is None:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
+                self.close_code = message.get("code", 1005)
+                if self.transport.draining:
+                    # Every frame read before this one has been answered (one at a time):
+                    # those replies go out, then the close.
+                    conn.close_soon(CLOSE_SERVICE_RESTART, "server restart", flush=True)
                 return
             frame = self._parse(message)
             if isinstance(frame, BadFrame):

@@ -161,6 +161,11 @@ class TokenBucket:
             return True
         return False
 
+    def wait(self, now: float) -> float:
+        """Seconds from `now` until a send would be taken."""
+        tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        return max(0.0, (1 - tokens) / self.rate)
+
 
 class FloodGuard:
     """Counts refused sends; too many within a window means the client ignores `rate_limited`."""

@@ -16,6 +16,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from typing import Any
@@ -26,6 +29,27 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 SCOPE_KEY = "reverb.frames"
+# How long a connection the server is closing (4013, 4429, 4401, a ping timeout, shutdown) may
+# take to get its close frame out; then it is aborted, what it has not sent discarded. A client
+# that reads gets the close within a round trip; one that has stopped reading never would.
+CLOSE_GRACE_S = 5.0
+# Data unacknowledged (or a receive window kept shut) this long and the kernel drops the
+# connection: a live client acknowledges within a second or two even on a poor mobile network;
+# one that has stopped reading is released without waiting for the ping timeout.
+TCP_USER_TIMEOUT_S = 30.0
+# The close code the application sees after a ping went unanswered (websockets uses it too).
+CLOSE_PING_TIMEOUT = 1011
+# The server is going away (a deploy): reconnect, to another process or to this one restarted.
+CLOSE_SERVICE_RESTART = 1012
+
+
+def set_user_timeout(sock: Any, seconds: float) -> bool:
+    """TCP_USER_TIMEOUT on `sock`, where the platform has it (Linux); False where not."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if sock is None or option is None:
+        return False
+    sock.setsockopt(socket.IPPROTO_TCP, option, int(seconds * 1000))
+    return True
 
 
 def text_frame(data: bytes) -> bytes:
@@ -64,7 +88,40 @@ FRAMES = FrameCache()
 
 
 class FrameWriting(WebSocketsSansIOProtocol):
-    """uvicorn's websockets protocol, offering the app a direct frame writer (`SCOPE_KEY`)."""
+    """uvicorn's websockets protocol, offering the app a direct frame writer (`SCOPE_KEY`),
+    with a TCP user timeout on its socket and dead peers released after a ping timeout."""
+
+    # Set at shutdown: the application finishes what it has read, then closes with 1012.
+    draining = False
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        set_user_timeout(transport.get_extra_info("socket"), TCP_USER_TIMEOUT_S)
+
+    def shutdown(self) -> None:
+        """uvicorn (on SIGTERM) closes every socket with 1012 at once, so sends already read
+        and being stored lose their acks and clients resend after every deploy. Instead the
+        application is told (a disconnect with 1012 behind the frames already read from the
+        socket: it stops there), answers what it took, and closes with 1012 itself, which
+        bounds the rest (the grace of any server close). uvicorn waits for the sockets to
+        close (at most SHUTDOWN_TIMEOUT_SECONDS) before the lifespan shutdown."""
+        if not self.handshake_complete or self.close_sent or self.disconnected:
+            super().shutdown()
+            return
+        self.draining = True
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": CLOSE_SERVICE_RESTART})
+
+    def keepalive_timeout(self) -> None:
+        """uvicorn sends a close frame and closes the transport, which waits until what is
+        buffered is sent: forever, for a peer that has stopped reading (and the kernel would
+        go on trying from an orphaned socket). The peer has had the ping timeout to answer:
+        what it has not read is discarded when the socket closes; the application is told now
+        (its session ends and is counted), and the socket is aborted after the grace."""
+        self._discard_unsent()
+        super().keepalive_timeout()
+        if not self.disconnected:
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": CLOSE_PING_TIMEOUT})
+            self.loop.call_later(CLOSE_GRACE_S, self.abort)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -87,7 +144,20 @@ class FrameWriting(WebSocketsSansIOProtocol):
         return True
 
     def abort(self) -> None:
+        """Drop the connection now, discarding what it has not sent."""
+        if self.disconnected:
+            return
+        self._discard_unsent()
         self.transport.abort()
+
+    def _discard_unsent(self) -> None:
+        """With a zero linger, closing the socket resets the connection and the kernel drops
+        what it still holds for the peer; a plain close would leave it sending that (to a peer
+        that may never read) from an orphaned socket."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 class Transport(ABC):
@@ -112,6 +182,11 @@ class Transport(ABC):
     def abort(self) -> bool:
         """Drop the connection at once, discarding what it has not sent; False where the
         server offers no way to (then the caller's own grace period is the bound)."""
+        return False
+
+    @property
+    def draining(self) -> bool:
+        """The server is shutting down: answer what was read, then close with 1012."""
         return False
 
 
@@ -146,6 +221,10 @@ class _Direct(AsgiTransport):
     def abort(self) -> bool:
         self._server.abort()
         return True
+
+    @property
+    def draining(self) -> bool:
+        return self._server.draining
 
 
 def transport_for(ws: WebSocket) -> Transport:

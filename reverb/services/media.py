@@ -6,10 +6,12 @@ import contextlib
 import re
 import secrets
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 
 from reverb.config import Settings
@@ -17,6 +19,7 @@ from reverb.domain.users import User
 from reverb.errors import ErrorCode, ReverbError
 from reverb.services import images
 from reverb.services.access_cache import AccessCache
+from reverb.services.upload_limits import UploadLimiter
 from reverb.storage import media as media_store
 from reverb.storage import users as user_store
 from reverb.storage.db import Database
@@ -67,9 +70,40 @@ class MediaService:
     settings: Settings
     # The authenticated user of a request comes from here: told of avatar changes.
     sessions: AccessCache = field(default_factory=AccessCache)
+    # Decodes run on threads of their own, IMAGE_DECODE_CONCURRENCY at a time in this process
+    # (not on the shared pool of 40), so decoded pixels in memory stay within that many times
+    # the decode budget however many uploads arrive at once.
+    _decoding: anyio.CapacityLimiter | None = field(default=None, init=False)
+    _uploads: UploadLimiter | None = field(default=None, init=False)
 
     def scratch(self) -> Path:
         return self.files.scratch()
+
+    def check_upload_rate(self, me: User) -> None:
+        """Count an upload (a file or an avatar) of `me`: 429 `rate_limited` past the limit."""
+        if self._uploads is None:
+            self._uploads = UploadLimiter(self.settings.media_uploads_per_minute)
+        self._uploads.take(me.id)
+
+    async def _inspect(
+        self, source: Path, *, claimed_image: bool, max_side: int | None = None
+    ) -> images.ImageInfo | None:
+        return await anyio.to_thread.run_sync(
+            lambda: images.inspect(
+                source,
+                max_pixels=self.settings.max_image_pixels,
+                max_decoded_bytes=self.settings.image_decode_budget_bytes,
+                claimed_image=claimed_image,
+                max_side=max_side,
+            )
+        )
+
+    async def _decode(
+        self, render: Callable[[Path, Path], tuple[int, int]], source: Path, dest: Path
+    ) -> tuple[int, int]:
+        if self._decoding is None:  # made on first use: it belongs to the running event loop
+            self._decoding = anyio.CapacityLimiter(self.settings.image_decode_concurrency)
+        return await anyio.to_thread.run_sync(render, source, dest, limiter=self._decoding)
 
     async def upload(
         self, *, me: User, source: Path, size: int, filename: str | None, content_type: str | None
@@ -81,15 +115,12 @@ class MediaService:
                 raise too_large(self.settings.max_upload_bytes)
             claimed = clean_content_type(content_type)
             claimed_image = claimed.startswith("image/") and claimed != "image/svg+xml"
-            info = await anyio.to_thread.run_sync(
-                lambda: images.inspect(
-                    source, max_pixels=self.settings.max_image_pixels, claimed_image=claimed_image
-                )
-            )
+            info = await self._inspect(source, claimed_image=claimed_image)
             media_id = secrets.token_hex(16)  # 128 random bits: the URL is the capability
             if info is not None:
                 thumb = self.files.scratch()
-                await anyio.to_thread.run_sync(images.write_thumbnail, source, thumb)
+                shown = await self._decode(images.write_thumbnail, source, thumb)
+                info = images.ImageInfo(info.content_type, *shown)
             row = MediaRow(
                 id=media_id,
                 uploader_id=me.id,
@@ -121,14 +152,7 @@ class MediaService:
         try:
             if size > self.settings.max_avatar_bytes:
                 raise too_large(self.settings.max_avatar_bytes)
-            info = await anyio.to_thread.run_sync(
-                lambda: images.inspect(
-                    source,
-                    max_pixels=self.settings.max_image_pixels,
-                    claimed_image=True,
-                    max_side=4096,
-                )
-            )
+            info = await self._inspect(source, claimed_image=True, max_side=4096)
             if info is None:
                 raise ReverbError(
                     ErrorCode.UNSUPPORTED_MEDIA_TYPE,
@@ -136,7 +160,7 @@ class MediaService:
                     415,
                 )
             out = self.files.scratch()
-            await anyio.to_thread.run_sync(images.write_avatar, source, out)
+            await self._decode(images.write_avatar, source, out)
             key = f"avatars/{secrets.token_hex(16)}.webp"  # a new URL for new content
             self.files.put(key, out)
             return await self._replace_avatar(me, key)

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -55,6 +56,23 @@ def reverb_serve(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Running:
+    url: str
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+
+
+def reverb_process(
+    cwd: Path, env: Mapping[str, str] | None = None, *args: str
+) -> AbstractContextManager[Running]:
+    """`reverb serve` on a free port, as `reverb_serve`, yielding its process too (for its PID:
+    its memory, a signal)."""
+    return running_process(
+        cwd, env, lambda port: [sys.executable, "-m", "reverb", "serve", "--port", str(port), *args]
+    )
+
+
 @contextmanager
 def server_process(
     cwd: Path,
@@ -66,6 +84,19 @@ def server_process(
 ) -> Iterator[tuple[str, Path]]:
     """Start the server `argv(port)` runs on `port` (else a free one); yield its base URL and
     log file once `health` answers 200."""
+    with running_process(cwd, env, argv, port=port, health=health) as running:
+        yield running.url, running.log_path
+
+
+@contextmanager
+def running_process(
+    cwd: Path,
+    env: Mapping[str, str] | None,
+    argv: Callable[[int], list[str]],
+    *,
+    port: int | None = None,
+    health: str = "/healthz",
+) -> Iterator[Running]:
     port = port or free_port()
     log_path = cwd / f"server-{port}.log"
     full_env = {**base_env(), **(env or {})}
@@ -80,9 +111,10 @@ def server_process(
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_healthy(url + health, proc, log_path)
-            yield url, log_path
+            yield Running(url, log_path, proc)
         finally:
-            proc.terminate()
+            if proc.poll() is None:
+                proc.terminate()
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -130,6 +130,14 @@ def test_deliveries_go_on_during_a_slow_search(smoke: dict) -> None:  # type: ig
     assert slow["searches_done"] > 0
 
 
+def test_image_uploads_get_clear_answers_within_the_memory_bound(smoke: dict) -> None:  # type: ignore[type-arg]
+    up = smoke["results"]["image-uploads"]
+    assert up["uploads"] == 8 and sum(up["statuses"].values()) == 8
+    assert up["every_answer_clear"] and up["server_up_after"]
+    assert 0 < up["peak_rss_rise_mib"] <= up["rss_rise_limit_mib"] == 300
+    assert "uploads at once" in smoke["report"]
+
+
 def test_report_and_plot_are_written(smoke: dict) -> None:  # type: ignore[type-arg]
     assert "| send (" in smoke["report"] and "bench:end" in smoke["report"]
     assert smoke["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -44,13 +44,16 @@ IMMUTABLE = "public, max-age=31536000, immutable"
     "/api/media",
     status_code=201,
     openapi_extra=MULTIPART,
-    responses={**returns(MediaView, 201), **responses(401, 403, 413, 415, 422)},
+    responses={**returns(MediaView, 201), **responses(401, 403, 413, 415, 422, 429)},
     dependencies=REQUIRE_VERIFIED,
 )
 async def upload(request: Request, user: CurrentUser, services: ServicesDep) -> Answer:
     """Any file up to MAX_UPLOAD_BYTES; images (PNG, JPEG, WebP, GIF) get their size and a
-    thumbnail. Attach it to a message with `attachment_ids`."""
+    thumbnail (422 when decoding one would take more than IMAGE_DECODE_BUDGET_BYTES). At most
+    MEDIA_UPLOADS_PER_MINUTE uploads per user (429 `rate_limited` with Retry-After). Attach it
+    to a message with `attachment_ids`."""
     media = services.media
+    media.check_upload_rate(user)  # before the body is read: a refused upload costs nothing
     got = await read_upload(
         request, limit=services.settings.max_upload_bytes, scratch=media.scratch()
     )
@@ -71,7 +74,6 @@ def _file(path: Any, content_type: str, filename: str | None) -> FileResponse:
         disposition += f"; filename*=UTF-8''{quote(filename, safe='')}"
     headers = {
         "Cache-Control": IMMUTABLE,
-        "X-Content-Type-Options": "nosniff",
         "Content-Disposition": disposition,
     }
     if not inline:

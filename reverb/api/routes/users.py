@@ -41,11 +41,13 @@ async def update_me(body: ProfilePatch, user: CurrentUser, services: ServicesDep
 @router.put(
     "/me/avatar",
     openapi_extra=MULTIPART,
-    responses={**returns(MeView), **responses(401, 413, 415, 422)},
+    responses={**returns(MeView), **responses(401, 413, 415, 422, 429)},
 )
 async def set_avatar(request: Request, user: CurrentUser, services: ServicesDep) -> Answer:
     """PNG, JPEG, WebP or GIF, at most 5 MiB and 4096x4096: cropped to a square of at most
-    512x512 and re-encoded as WebP without metadata."""
+    512x512 and re-encoded as WebP without metadata. Counts as an upload (429 past
+    MEDIA_UPLOADS_PER_MINUTE)."""
+    services.media.check_upload_rate(user)
     got = await read_upload(
         request, limit=services.settings.max_avatar_bytes, scratch=services.media.scratch()
     )
