@@ -2,12 +2,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Form, Response
 
 from reverb.api.deps import ClientAddress, CurrentUser, ServicesDep
 from reverb.api.problems import responses
-from reverb.api.schemas import LoginIn, RefreshIn, RegisterIn, SessionOut, TokenOut
+from reverb.api.schemas import (
+    LoginIn,
+    RefreshIn,
+    RegisterIn,
+    SessionOut,
+    TokenForm,
+    TokenOut,
+)
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -51,7 +57,7 @@ async def logout_all(user: CurrentUser, services: ServicesDep) -> Response:
 
 @router.post("/token", responses=responses(401, 422, 429))
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[TokenForm, Form()],
     services: ServicesDep,
     address: ClientAddress,
 ) -> TokenOut:

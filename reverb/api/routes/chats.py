@@ -12,6 +12,7 @@ from reverb.api.schemas import (
     ChatPatch,
     DirectChatIn,
     EventPage,
+    Id,
     MemberIn,
     Page,
     RoleIn,
@@ -28,7 +29,7 @@ async def list_chats(
     user: CurrentUser,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[cursors.Cursor | None, Query()] = None,
 ) -> Page[ChatView]:
     """The caller's chats, most recent activity first."""
     before = cursors.decode_keyset(cursor) if cursor else None
@@ -60,14 +61,14 @@ async def create_chat(
     )
 
 
-@router.get("/{chat_id}", responses=responses(401, 404))
-async def get_chat(chat_id: str, user: CurrentUser, services: ServicesDep) -> ChatView:
+@router.get("/{chat_id}", responses=responses(401, 404, 422))
+async def get_chat(chat_id: Id, user: CurrentUser, services: ServicesDep) -> ChatView:
     return await services.chats.get(me=user, chat_id=chat_id)
 
 
 @router.patch("/{chat_id}", responses=responses(401, 403, 404, 409, 422))
 async def update_chat(
-    chat_id: str, body: ChatPatch, user: CurrentUser, services: ServicesDep
+    chat_id: Id, body: ChatPatch, user: CurrentUser, services: ServicesDep
 ) -> ChatView:
     """Rename or describe a group (owner or admin)."""
     return await services.chats.update(
@@ -75,8 +76,8 @@ async def update_chat(
     )
 
 
-@router.get("/{chat_id}/members", responses=responses(401, 404))
-async def list_members(chat_id: str, user: CurrentUser, services: ServicesDep) -> Page[MemberView]:
+@router.get("/{chat_id}/members", responses=responses(401, 404, 422))
+async def list_members(chat_id: Id, user: CurrentUser, services: ServicesDep) -> Page[MemberView]:
     """Every member, longest-standing first, with their read and delivered markers."""
     members = await services.chats.members(me=user, chat_id=chat_id)
     return Page[MemberView](items=members, next_cursor=None)
@@ -84,23 +85,23 @@ async def list_members(chat_id: str, user: CurrentUser, services: ServicesDep) -
 
 @router.post("/{chat_id}/members", status_code=201, responses=responses(401, 403, 404, 409, 422))
 async def add_member(
-    chat_id: str, body: MemberIn, user: CurrentUser, services: ServicesDep
+    chat_id: Id, body: MemberIn, user: CurrentUser, services: ServicesDep
 ) -> MemberView:
     return await services.chats.add_member(me=user, chat_id=chat_id, user_id=body.user_id)
 
 
 @router.patch("/{chat_id}/members/{user_id}", responses=responses(401, 403, 404, 409, 422))
 async def set_role(
-    chat_id: str, user_id: str, body: RoleIn, user: CurrentUser, services: ServicesDep
+    chat_id: Id, user_id: Id, body: RoleIn, user: CurrentUser, services: ServicesDep
 ) -> MemberView:
     return await services.chats.set_role(me=user, chat_id=chat_id, user_id=user_id, role=body.role)
 
 
 @router.delete(
-    "/{chat_id}/members/{user_id}", status_code=204, responses=responses(401, 403, 404, 409)
+    "/{chat_id}/members/{user_id}", status_code=204, responses=responses(401, 403, 404, 409, 422)
 )
 async def remove_member(
-    chat_id: str, user_id: str, user: CurrentUser, services: ServicesDep
+    chat_id: Id, user_id: Id, user: CurrentUser, services: ServicesDep
 ) -> Response:
     """Remove a member (owner or admin), or leave (your own id). An owner who leaves hands
     ownership to the longest-standing admin, else the longest-standing member."""
@@ -109,9 +110,7 @@ async def remove_member(
 
 
 @router.post("/{chat_id}/read", status_code=204, responses=responses(401, 404, 422))
-async def mark_read(
-    chat_id: str, body: SeqIn, user: CurrentUser, services: ServicesDep
-) -> Response:
+async def mark_read(chat_id: Id, body: SeqIn, user: CurrentUser, services: ServicesDep) -> Response:
     """`last_read_seq` becomes max(old, min(seq, last_seq)); it never moves backwards."""
     await services.markers.mark(me=user, chat_id=chat_id, seq=body.seq, read=True)
     return Response(status_code=204)
@@ -119,7 +118,7 @@ async def mark_read(
 
 @router.post("/{chat_id}/delivered", status_code=204, responses=responses(401, 404, 422))
 async def mark_delivered(
-    chat_id: str, body: SeqIn, user: CurrentUser, services: ServicesDep
+    chat_id: Id, body: SeqIn, user: CurrentUser, services: ServicesDep
 ) -> Response:
     """As the WebSocket `delivered` frame: raises `last_delivered_seq`, never lowers it."""
     await services.markers.mark(me=user, chat_id=chat_id, seq=body.seq, read=False)
@@ -128,7 +127,7 @@ async def mark_delivered(
 
 @router.get("/{chat_id}/events", response_model=EventPage, responses=responses(401, 404, 422))
 async def list_events(
-    chat_id: str,
+    chat_id: Id,
     user: CurrentUser,
     services: ServicesDep,
     after: Annotated[Seq, Query()] = 0,
