@@ -130,7 +130,7 @@ class PasswordChange(Input):
 
 class RegisterIn(Input):
     username: Username
-    email: Annotated[EmailStr, Field(max_length=320), AfterValidator(str.lower)]
+    email: Annotated[EmailStr, Field(max_length=320), TEXT, AfterValidator(str.lower)]
     password: Password
     display_name: DisplayName | None = None
 

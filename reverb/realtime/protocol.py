@@ -27,7 +27,8 @@ CLOSE_FLOODING = 4429  # kept sending over the rate limit
 # unpaired surrogate), every id looks like one.
 Text = Annotated[str, Meta(pattern=TEXT_PATTERN)]
 Id = Annotated[str, Meta(min_length=ID_LENGTH, max_length=ID_LENGTH, pattern=ID_PATTERN)]
-Ref = Annotated[Text, Meta(max_length=128)] | int
+# An integer ref is echoed in the answer, so it must be one the encoder can write (64 bits).
+Ref = Annotated[Text, Meta(max_length=128)] | Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Seq = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 MAX_SINCE = 10_000  # chats one auth frame may name
 
@@ -100,9 +101,11 @@ def parse(text: str) -> ClientFrame | BadFrame:
         raw: Any = orjson.loads(text)
     except orjson.JSONDecodeError:  # numbers out of range (1e999, integers over 64 bits)
         return BadFrame(f"the frame is not valid JSON here: {detail}")
-    ref = raw.get("ref") if isinstance(raw, dict) else None
-    if not isinstance(ref, str | int) or isinstance(ref, bool):
-        ref = None  # only a string or an integer ref is echoed
+    try:
+        # Only a ref that is one (text or an integer) is echoed.
+        ref = msgspec.convert(raw.get("ref") if isinstance(raw, dict) else None, Ref | None)
+    except msgspec.ValidationError:
+        ref = None
     kind = raw.get("type") if isinstance(raw, dict) else None
     return BadFrame(detail, ref, type=kind if isinstance(kind, str) else None)
 

@@ -104,7 +104,7 @@ def test_every_frame_type_parses_to_its_model(
     assert result.ref is None
 
 
-@pytest.mark.parametrize("ref", ["r-1", "", "x" * 128, 0, 7, -3, 2**63])
+@pytest.mark.parametrize("ref", ["r-1", "", "x" * 128, 0, 7, -3, 2**63 - 1, -(2**63)])
 @pytest.mark.parametrize(
     "fields",
     [
@@ -201,7 +201,7 @@ def test_missing_type_keeps_the_ref() -> None:
     assert bad(frame(ref="r9", chat_id=C1)).ref == "r9"
 
 
-@pytest.mark.parametrize("ref", [1.5, None, [1], {"a": 1}, True, False])
+@pytest.mark.parametrize("ref", [1.5, None, [1], {"a": 1}, True, False, 2**63, "x\x00", "x" * 129])
 def test_a_ref_that_is_not_str_or_int_is_not_echoed(ref: object) -> None:
     assert bad(frame(type="nope", ref=ref)).ref is None
 
