@@ -143,7 +143,9 @@ async def send(spec: Spec) -> Spec:
         if event.get("type") == "message.created":
             deliveries += 1
 
-    peers = await connect_all(spec, spec["conns"], on_event)
+    conns = spec["conns"]
+    join = connect_to_their_servers if "server" in conns[0] else connect_all
+    peers = await join(spec, conns, on_event)
     measuring = False
     acks: list[int] = []
     errors: list[str] = []

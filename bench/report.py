@@ -96,6 +96,17 @@ def summary(r: Doc) -> list[str]:
                 f"| {_fmt(cpu / raw_cpu if raw_cpu and cpu else None, 2)} | ≤ 100 | "
                 f"{_verdict(cpu is not None and cpu <= 100)} |"
             )
+    two_send = r.get("send-two")
+    one_send = two_send and _get(r, f"reverb-{two_send['database']}", "send", "messages_per_s")
+    if two_send:
+        rate = two_send["messages_per_s"]
+        ratio = rate / one_send if one_send else None
+        rows.append(
+            f"| send, two processes + Redis ({two_send['database']}) | acked msg/s "
+            f"(one process in the same run) | {_fmt(rate)} | {_fmt(one_send)} | "
+            f"{_fmt(ratio, 2)} (÷ one process) | ≥ 0.8x one process | "
+            f"{_verdict(None if ratio is None else ratio >= 0.8)} |"
+        )
     first = next((k for k in r if k.startswith("reverb-") and "fanout" in r[k]), None)
     if first:
         ours = _get(r, first, "fanout", "deliveries_per_core_s")
@@ -250,6 +261,11 @@ def details(r: Doc) -> list[str]:
                 f"its own alone: {_fmt(scenarios['own_all_vs_one'], 2)}; the watcher, the same: "
                 f"{_fmt(scenarios['watcher_all_vs_one'], 2)}"
             )
+            continue
+        if key == "send-two":
+            flat = ", ".join(f"{k} {v}" for k, v in scenarios.items() if not isinstance(v, dict))
+            out.append(f"- the pairs of the send scenario split over two processes: {flat}")
+            out.append(f"  - ack_ms: {scenarios['ack_ms']}")
             continue
         if key == "two-process":
             level = scenarios["levels"][0]

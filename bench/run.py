@@ -121,6 +121,7 @@ class Plan:
         "history",
         "resume",
         "two-process",
+        "send-two",
         "redis-hang",
         "markers",
         "shards",
@@ -529,34 +530,37 @@ def run_resume(plan: Plan, server: Server, world: World) -> dict[str, Any]:
 
 @contextmanager
 def two_processes(
-    plan: Plan, db_kind: str, name: str, members: int
-) -> Iterator[tuple[Server, Server, list[dict[str, Any]], RedisServer]]:
-    """Two Reverb processes on one database and a Redis of the run's own, and the big chat's
-    connections, alternately on each (the first one, on the first process, sends)."""
+    plan: Plan, db_kind: str, name: str
+) -> Iterator[tuple[Server, Server, World, RedisServer]]:
+    """Two Reverb processes on one database and a Redis of the run's own, set up alike."""
     with redis_server(plan) as redis:
         url = database_url(plan, db_kind, f"reverb_bench_{name}")
         env = reverb_env(url, plan.workdir / f"media-{name}", redis.url)
         a = start_reverb(plan, f"reverb-{name}-a", env)
         b = start_reverb(plan, f"reverb-{name}-b", env)
         try:
-            conns = big_chat_conns(plan, set_up(plan, a), members)
-            for i, c in enumerate(conns):
-                c.update(server=(a if i % 2 == 0 else b).ws_url, sender=i == 0)
-            yield a, b, conns, redis
+            yield a, b, set_up(plan, a), redis
         finally:
             a.stop()
             b.stop()
 
 
+def alternate(conns: list[dict[str, Any]], a: Server, b: Server) -> list[dict[str, Any]]:
+    """Every other connection on the second process; the first one, on the first, sends."""
+    for i, c in enumerate(conns):
+        c.update(server=(a if i % 2 == 0 else b).ws_url, sender=i == 0)
+    return conns
+
+
 def run_two_process(plan: Plan, db_kind: str) -> dict[str, Any]:
     s = plan.sizes
-    with two_processes(plan, db_kind, "two", s.two_process_members) as (a, b, conns, _):
+    with two_processes(plan, db_kind, "two") as (a, b, world, _):
         result = loadgen(
             plan,
             {
                 "scenario": "latency",
                 "target": target(a, a, b),
-                "conns": conns,
+                "conns": alternate(big_chat_conns(plan, world, s.two_process_members), a, b),
                 "rates": [s.two_process_rate],
                 "duration_s": s.two_process_s,
                 "warmup_s": s.warmup_s,
@@ -575,11 +579,31 @@ def run_two_process(plan: Plan, db_kind: str) -> dict[str, Any]:
     }
 
 
+def run_send_two(plan: Plan, db_kind: str) -> dict[str, Any]:
+    """The send scenario with the two people of each direct chat on different processes, so
+    every message crosses Redis: acked msg/s against one process's, and CPU of both."""
+    s = plan.sizes
+    with two_processes(plan, db_kind, "sendtwo") as (a, b, world, _):
+        conns = alternate([conn(world, i, chat) for i, chat in world.pairs], a, b)
+        result = loadgen(
+            plan,
+            {
+                "scenario": "send",
+                "target": target(a, a, b),
+                "conns": conns,
+                "warmup_s": s.warmup_s,
+                "duration_s": s.send_s,
+            },
+        )
+    return {**result, "database": db_kind}
+
+
 def run_hang(plan: Plan, db_kind: str) -> dict[str, Any]:
     """Sends while Redis is stopped (SIGSTOP) between two processes: the acks during it, and
     how long after it every member has every message."""
     s = plan.sizes
-    with two_processes(plan, db_kind, "hang", s.hang_members) as (a, b, conns, redis):
+    with two_processes(plan, db_kind, "hang") as (a, b, world, redis):
+        conns = alternate(big_chat_conns(plan, world, s.hang_members), a, b)
         result = loadgen(
             plan,
             {
@@ -724,6 +748,10 @@ def run(plan: Plan) -> dict[str, Any]:
         db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
         plan.say(f"two Reverb processes with Redis on {db_kind}")
         out["two-process"] = run_two_process(plan, db_kind)
+    if "send-two" in wanted:
+        db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
+        plan.say(f"sends across two Reverb processes with Redis on {db_kind}")
+        out["send-two"] = run_send_two(plan, db_kind)
     if "redis-hang" in wanted:
         db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
         plan.say(f"Redis stopped under sends, two processes on {db_kind}")

@@ -92,6 +92,15 @@ def test_two_processes_deliver_across(smoke: dict) -> None:  # type: ignore[type
     assert two["same_process_p50_ms"] is not None and two["other_process_p50_ms"] is not None
 
 
+def test_sends_across_two_processes_are_acknowledged_and_delivered(smoke: dict) -> None:  # type: ignore[type-arg]
+    two = smoke["results"]["send-two"]
+    assert two["messages"] > 0 and two["errors"] == 0
+    # Both members of each direct chat get each message, the other one through Redis from the
+    # other process (a client's last message may still be on its way when the window closes).
+    assert two["deliveries"] >= 2 * (two["messages"] - two["clients"]) > 0
+    assert "| send, two processes + Redis" in smoke["report"]
+
+
 def test_redis_hang_delivers_everything_once(smoke: dict) -> None:  # type: ignore[type-arg]
     hang = smoke["results"]["redis-hang"]
     assert hang["sent"] == hang["acked"] == hang["complete"] > 0
