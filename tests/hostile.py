@@ -52,7 +52,7 @@ ANY: list[Any] = [
 # Wrong for a field of that kind (in addition to ANY).
 BY_KIND: dict[str, list[Any]] = {
     "text": [["a list"]],
-    "int": [-1, 2**31, "5", "1", None, 0.0, ["1"]],
+    "int": [-1, 2**31, "5", "1", None, 2.5, ["1"]],
     "id": [
         "nope",
         "A" * 32,

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -78,7 +79,13 @@ def _username(value: str) -> str:
     return value
 
 
-Username = Annotated[str, Field(max_length=64), TEXT, AfterValidator(_username)]
+# The pattern states the rule as the schema sees the raw value: surrounding whitespace and capitals
+# are allowed (and taken off).
+Username = Annotated[
+    str,
+    Field(max_length=64, pattern=r"^\s*[A-Za-z0-9_.]{3,32}\s*$"),
+    AfterValidator(_username),
+]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024), TEXT]
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=1024), TEXT]
 DisplayName = Annotated[
@@ -155,7 +162,7 @@ class TokenForm(BaseModel):
     """The OAuth2 password form (RFC 6749, 4.3) that the Authorize button of /api/docs sends;
     `username` may be an email. Other OAuth2 fields are ignored."""
 
-    grant_type: Annotated[str, StringConstraints(pattern="^password$")] | None = None
+    grant_type: Annotated[str, StringConstraints(pattern="^password$")] = "password"
     username: Annotated[str, StringConstraints(min_length=1, max_length=320), TEXT]
     password: Secret
 
@@ -194,7 +201,14 @@ class Health(BaseModel):
 # --- chats and messages ------------------------------------------------------------------------
 
 # Sequence numbers are stored as 32-bit integers; larger values can only be mistakes.
-Seq = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+def _whole(value: object) -> object:
+    # JSON Schema counts 1.0 as an integer, so this does too; 1.5, true and "1" stay refused.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Seq = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(_whole)]
 ChatName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), LINE
 ]
