@@ -19,7 +19,9 @@ import uvicorn
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 
-from reverb.services.views import message_page_json
+from reverb.api.schemas import MessagePage
+from reverb.domain.wire import encode
+from reverb.services.views import message_page
 from reverb.storage.history import page_statement
 
 Scope = dict[str, Any]
@@ -104,7 +106,7 @@ class App:
         del rows[limit:]
         if after is None:
             rows.reverse()
-        return message_page_json(rows, more)
+        return encode(MessagePage(items=message_page(rows), has_more=more))
 
 
 async def respond(send: Send, status: int, body: bytes) -> None:

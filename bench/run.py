@@ -19,14 +19,13 @@ from typing import Any
 
 import asyncpg
 import httpx
+from sqlalchemy.engine import make_url
 
 from bench import seed
 from bench.procs import Server, free_port, python
 from bench.profile import Recorder
 from tests.redis_server import RedisServer
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_BENCH = "postgresql://postgres@127.0.0.1:5432/{name}"
+from tests.services import POSTGRES_TEST_URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +128,8 @@ class Plan:
     )
     profile: Path | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="reverb-bench-")))
+    run_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    pg_databases: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
 
     def say(self, line: str) -> None:
@@ -225,11 +226,12 @@ def start_reverb(plan: Plan, name: str, env: dict[str, str]) -> Server:
     return server
 
 
-async def _fresh_pg(name: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN)
+async def _pg_admin(*statements: str) -> None:
+    # The PostgreSQL the tests use (scripts/services settles which).
+    conn = await asyncpg.connect(POSTGRES_TEST_URL)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        for statement in statements:
+            await conn.execute(statement)
     finally:
         await conn.close()
 
@@ -237,8 +239,18 @@ async def _fresh_pg(name: str) -> None:
 def database_url(plan: Plan, kind: str, name: str) -> str:
     if kind == "sqlite":
         return f"sqlite:///{plan.workdir / (name + '.db')}"
-    asyncio.run(_fresh_pg(name))
-    return PG_BENCH.format(name=name)
+    # A name of this run's own: two runs at once (a bench and the suite's smoke run) must not
+    # drop each other's databases.
+    name = f"{name}_{plan.run_id}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    plan.pg_databases.append(name)
+    return make_url(POSTGRES_TEST_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_databases(plan: Plan) -> None:
+    drops = [f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in plan.pg_databases]
+    if drops:
+        asyncio.run(_pg_admin(*drops))
 
 
 @contextmanager
@@ -704,6 +716,14 @@ def shard_ratios(result: dict[str, Any]) -> dict[str, float | None]:
 
 
 def run(plan: Plan) -> dict[str, Any]:
+    try:
+        return _run(plan)
+    finally:
+        drop_databases(plan)
+        shutil.rmtree(plan.workdir, ignore_errors=True)
+
+
+def _run(plan: Plan) -> dict[str, Any]:
     out: dict[str, Any] = {"sizes": asdict(plan.sizes)}
     wanted = set(plan.scenarios)
     raw_scenarios = [n for n in ("send", "fanout", "latency", "connections") if n in wanted]
@@ -760,7 +780,6 @@ def run(plan: Plan) -> dict[str, Any]:
         db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
         plan.say(f"four Reverb processes, a busy group on each, one Redis, on {db_kind}")
         out["shards"] = run_shards(plan, db_kind)
-    shutil.rmtree(plan.workdir, ignore_errors=True)
     return out
 
 

@@ -12,11 +12,13 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
 from reverb import __version__, logs
-from reverb.api import problems
+from reverb.api import problems, structs
 from reverb.api.deps import Services
 from reverb.api.middleware import BodyLimit, RequestContext
 from reverb.api.routes import auth, chats, media, messages, ops, users
 from reverb.config import Settings, load_settings
+from reverb.domain.events import LOGGED_EVENTS
+from reverb.domain.wire import MessageView
 from reverb.realtime import gateway
 from reverb.realtime.bus import Bus
 from reverb.realtime.bus.memory import MemoryBus
@@ -27,15 +29,20 @@ from reverb.realtime.hub import Hub
 from reverb.services.access_cache import AccessCache
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
+from reverb.services.deletion import AccountDeletion
+from reverb.services.email_codes import EmailCodes
 from reverb.services.eventlog import EventLog
 from reverb.services.health import HealthService
 from reverb.services.live import PresenceService, TypingService
 from reverb.services.login_limits import LoginLimiter
+from reverb.services.mailer import Mailer
 from reverb.services.markers import Markers
 from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.passwords import Passwords
 from reverb.services.publish import Publisher
+from reverb.services.recovery import Recovery
+from reverb.services.social import SocialLogin
 from reverb.services.tokens import AccessTokens
 from reverb.services.users import UserService
 from reverb.storage.db import Database
@@ -86,30 +93,42 @@ def build_services(settings: Settings) -> Services:
         db=db, publisher=publisher, redis=redis, ttl=settings.presence_ttl_seconds
     )
     sessions = AccessCache()
+    mailer = Mailer(
+        server=settings.smtp, sender=settings.mail_from, log_bodies=not settings.production
+    )
+    codes = EmailCodes(settings, mailer)
+    auth = AuthService(
+        db=db,
+        settings=settings,
+        passwords=Passwords(settings),
+        access=AccessTokens(settings),
+        limiter=LoginLimiter(settings),
+        publisher=publisher,
+        sessions=sessions,
+        codes=codes,
+    )
+    chats = ChatService(db=db, log=log, online=presence.online)
+    media = MediaService(
+        db=db, files=LocalBlobStore(settings.media_dir), settings=settings, sessions=sessions
+    )
     return Services(
         settings=settings,
         db=db,
         redis=redis,
-        auth=AuthService(
-            db=db,
-            settings=settings,
-            passwords=Passwords(settings),
-            access=AccessTokens(settings),
-            limiter=LoginLimiter(settings),
-            publisher=publisher,
-            sessions=sessions,
-        ),
+        auth=auth,
+        recovery=Recovery(auth, codes),
         users=UserService(db=db, sessions=sessions),
-        chats=ChatService(db=db, log=log, online=presence.online),
+        chats=chats,
         markers=Markers(db, publisher),
         messages=MessageService(db=db, log=log, pool_size=settings.database_pool_size),
         bus=bus,
         publisher=publisher,
         presence=presence,
-        media=MediaService(
-            db=db, files=LocalBlobStore(settings.media_dir), settings=settings, sessions=sessions
-        ),
+        media=media,
+        deletion=AccountDeletion(auth, chats, media),
+        social=SocialLogin(settings, auth),
         health=HealthService(db=db, redis=redis),
+        mailer=mailer,
     )
 
 
@@ -117,6 +136,26 @@ def build_services(settings: Settings) -> Services:
 # for any healthy bus, short enough not to hold up a deploy when the bus is away (clients
 # resume what they missed from the log).
 RELAY_FLUSH_S = 2.0
+# At shutdown, how long mail already queued may take to go out: a code mailed just before a
+# deploy should still arrive; a mail server that is away does not hold the deploy up.
+MAIL_FLUSH_S = 5.0
+
+
+@asynccontextmanager
+async def command_services(settings: Settings) -> AsyncIterator[Services]:
+    """The services for a command run beside the servers (`reverb users ...`): what it changes
+    is published through the same bus, so running servers act on it (a disabled user's sockets
+    close at once where REDIS_URL is set)."""
+    services = build_services(settings)
+    services.publisher.relay.start()
+    try:
+        yield services
+    finally:
+        await services.publisher.relay.close(RELAY_FLUSH_S)
+        if services.redis is not None:
+            await services.redis.aclose()
+        await services.bus.close()
+        await services.db.close()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -141,9 +180,12 @@ def create_app(settings: Settings) -> FastAPI:
         await hub.start()
         services.publisher.relay.start()
         await presence.start()
+        services.mailer.start()
         try:
             yield
         finally:
+            await services.recovery.close()
+            await services.mailer.close(MAIL_FLUSH_S)
             await services.messages.close()  # its last sends still publish: bus and db stay up
             await services.markers.close()
             await presence.stop()
@@ -164,6 +206,9 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     problems.install(app)
+    # Structs referenced only by hand-written schema entries (`events.EncodedMessageView`,
+    # `schemas.StoredEvent`): their components go into the document as well.
+    structs.install(app, extra=(MessageView, *LOGGED_EVENTS))
     # FastAPI tries routes one by one, in this order, at a few microseconds each: the messages
     # routes (history, sends) are the hottest, and no other router's paths overlap theirs.
     for router in (

@@ -4,24 +4,43 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from reverb import __version__, logs
-from reverb.config import ConfigError, Settings, load_settings
+from reverb.config import ConfigError, Settings, load_settings, read_settings
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings(
+    overrides: dict[str, object] | None = None, read: Callable[..., Settings] = load_settings
+) -> Settings:
     try:
-        return load_settings(**overrides)
+        return read(**(overrides or {}))
     except ConfigError as exc:
         print(f"reverb: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
-def _migrate(settings: Settings) -> None:
-    from reverb.storage.migrate import upgrade_sync
+def _prepare_database(settings: Settings, *, migrate: bool) -> None:
+    """Reach the database and migrate it (or check it is migrated); one line and exit 1 if not."""
+    import asyncio
 
-    upgrade_sync(settings.sqlalchemy_url)
+    from sqlalchemy import make_url
+
+    from reverb.storage.migrate import DatabaseUnreachable, SchemaMismatch, prepare
+
+    where = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    try:
+        asyncio.run(prepare(settings.sqlalchemy_url, migrate=migrate))
+    except DatabaseUnreachable as exc:
+        print(f"reverb: cannot reach the database at {where}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except SchemaMismatch as exc:
+        print(
+            f"reverb: {exc}: run `reverb migrate` first, or start with `reverb serve --migrate`",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -36,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["host"] = args.host
     if args.port is not None:
         overrides["port"] = args.port
-    settings = _settings(**overrides)
+    settings = _settings(overrides)
     logs.configure(fmt=settings.log_format, level=settings.log_level)
     if args.workers > 1 and not settings.redis_url:
         print(
@@ -45,8 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if settings.should_auto_migrate:
-        _migrate(settings)
+    _prepare_database(settings, migrate=args.migrate or settings.should_auto_migrate)
     # Workers re-read settings from the environment: pass the command-line values on.
     os.environ["HOST"], os.environ["PORT"] = settings.host, str(settings.port)
     uvicorn.run(
@@ -72,7 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_migrate(_: argparse.Namespace) -> int:
     settings = _settings()
     logs.configure(fmt=settings.log_format, level=settings.log_level)
-    _migrate(settings)
+    _prepare_database(settings, migrate=True)
     print("reverb: database is up to date")
     return 0
 
@@ -104,6 +122,33 @@ def cmd_media_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from reverb.cli_backup import backup
+
+    return backup(_settings(read=read_settings), args.folder)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from reverb.cli_backup import restore
+
+    return restore(_settings(read=read_settings), args.folder, force=args.force)
+
+
+def _with_settings(name: str) -> Callable[[argparse.Namespace], int]:
+    """A `reverb users` subcommand, run with the settings (and their logging) read first."""
+
+    def run(args: argparse.Namespace) -> int:
+        from reverb import cli_users
+
+        settings = _settings()
+        logs.configure(fmt=settings.log_format, level="WARNING")
+        _prepare_database(settings, migrate=settings.should_auto_migrate)
+        command: Callable[[Settings, argparse.Namespace], int] = getattr(cli_users, name)
+        return command(settings, args)
+
+    return run
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="reverb", description="Reverb: a real-time chat backend (REST + WebSocket)."
@@ -111,10 +156,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"reverb {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the server (applies migrations in development)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the server (refuses a database behind the newest migration, which development "
+        "applies by itself)",
+    )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, or HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default 5000, or PORT)")
     serve.add_argument("--workers", type=int, default=1, help="server processes (needs REDIS_URL)")
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help="apply pending migrations first (development does this by itself)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply pending database migrations to DATABASE_URL")
@@ -131,6 +185,44 @@ def parser() -> argparse.ArgumentParser:
         help="only uploads older than this (default 24: a client may still be composing)",
     )
     gc.set_defaults(func=cmd_media_gc)
+
+    saving = sub.add_parser(
+        "backup", help="copy a SQLite database (while it serves), the media and the secret"
+    )
+    saving.add_argument("folder", type=Path, help="a new or empty folder")
+    saving.set_defaults(func=cmd_backup)
+    putting = sub.add_parser("restore", help="put a backup made by `reverb backup` in place")
+    putting.add_argument("folder", type=Path)
+    putting.add_argument(
+        "--force", action="store_true", help="replace an existing database (stop the server first)"
+    )
+    putting.set_defaults(func=cmd_restore)
+
+    users = sub.add_parser("users", help="manage accounts (create, list, disable, enable, ...)")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    create = users_sub.add_parser("create", help="create an account")
+    create.add_argument("username")
+    create.add_argument("email")
+    create.add_argument("--display-name")
+    create.set_defaults(func=_with_settings("create"))
+    listing = users_sub.add_parser("list", help="list accounts by username")
+    listing.add_argument("--search", help="only usernames or e-mails containing this")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(func=_with_settings("list_"))
+    for name, what in (
+        ("disable", "refuse logins and end every session of an account at once"),
+        ("enable", "let a disabled account log in again"),
+        ("set-password", "set a new password (ends every session)"),
+    ):
+        one = users_sub.add_parser(name, help=what)
+        one.add_argument("user", help="id, username or e-mail")
+        one.set_defaults(func=_with_settings(name.replace("-", "_")))
+    for command in (create, users_sub.choices["set-password"]):
+        command.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from standard input (else it is asked at the terminal)",
+        )
     return p
 
 

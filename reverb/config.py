@@ -6,10 +6,12 @@ import contextlib
 import os
 import secrets
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -44,6 +46,84 @@ def async_database_url(raw: str) -> str:
             f"DATABASE_URL: unsupported database {backend!r}; use sqlite:/// or postgresql://"
         )
     return url.render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpServer:
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: bool
+    username: str | None
+    password: str | None
+
+
+# scheme: (TLS from the first byte, STARTTLS required, default port)
+_SMTP_SCHEMES = {
+    "smtp": (False, False, 25),
+    "smtp+starttls": (False, True, 587),
+    "smtps": (True, False, 465),
+}
+
+
+def smtp_server(url: str) -> SmtpServer:
+    """`smtp://[user:pass@]host[:port]` (no TLS), `smtp+starttls://…` (STARTTLS required) or
+    `smtps://…` (TLS from the first byte); user and password percent-encoded."""
+    parts = urlsplit(url)
+    if parts.scheme not in _SMTP_SCHEMES or not parts.hostname:
+        raise ConfigError("SMTP_URL must be smtp://, smtp+starttls:// or smtps:// and a host")
+    implicit, starttls, default_port = _SMTP_SCHEMES[parts.scheme]
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise ConfigError("SMTP_URL: the port is not a number from 0 to 65535") from None
+    return SmtpServer(
+        host=parts.hostname,
+        port=port,
+        implicit_tls=implicit,
+        starttls=starttls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+class OAuthProvider(BaseModel):
+    """A social or OpenID Connect login provider (one entry of OAUTH_PROVIDERS)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")]
+    client_id: Annotated[str, Field(min_length=1, max_length=512)]
+    client_secret: Annotated[SecretStr, Field(min_length=1, max_length=512)]
+    # OpenID Connect by discovery when set; "google" defaults to Google's; "github" without
+    # one is GitHub's OAuth 2 with its user API.
+    issuer: str | None = None
+    display_name: str | None = None
+
+    @property
+    def openid_issuer(self) -> str | None:
+        if self.issuer:
+            return self.issuer.rstrip("/")
+        return "https://accounts.google.com" if self.name == "google" else None
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name.capitalize()
+
+
+def _check_issuer(provider: OAuthProvider) -> None:
+    issuer = provider.openid_issuer
+    if issuer is None:
+        if provider.name != "github":
+            raise ConfigError(
+                f"OAUTH_PROVIDERS: {provider.name!r} needs an issuer (OpenID Connect discovery)"
+            )
+        return
+    parts = urlsplit(issuer)
+    loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+    # Tokens are checked against keys fetched from the issuer: only TLS makes those its own.
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ConfigError(f"OAUTH_PROVIDERS: the issuer of {provider.name!r} must be https://")
 
 
 class Settings(BaseSettings):
@@ -100,10 +180,35 @@ class Settings(BaseSettings):
     max_avatar_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
 
+    # Mail (verification and password-reset codes). Unset: each mail is written to the log.
+    smtp_url: str | None = None
+    mail_from: str = "Reverb <no-reply@localhost>"
+    # The contract's default: long enough to switch to the mailbox and back.
+    email_code_ttl_seconds: int = Field(default=900, ge=60, le=24 * 3600)
+    # Unverified accounts may log in but get 403 email_unverified from chats, messages, media.
+    require_email_verification: bool = False
+
+    # Social and OpenID Connect login: a JSON list of providers, the exact URIs the app may be
+    # sent back to, and the address people reach Reverb at (the providers call back there).
+    oauth_providers: list[OAuthProvider] = Field(default_factory=list)
+    oauth_redirect_uris: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    public_url: str | None = None
+
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     forwarded_allow_ips: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("oauth_redirect_uris", mode="before")
+    @classmethod
+    def _split_uris(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://localhost:{self.port}").rstrip("/")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -116,6 +221,10 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @property
+    def smtp(self) -> SmtpServer | None:
+        return smtp_server(self.smtp_url) if self.smtp_url else None
 
     @property
     def production(self) -> bool:
@@ -136,7 +245,7 @@ class Settings(BaseSettings):
         return self.jwt_secret.get_secret_value()
 
 
-def _secret_file(settings: Settings) -> Path:
+def development_secret_file(settings: Settings) -> Path:
     """Where a development secret lives: beside the SQLite file, else in the working directory."""
     url = make_url(settings.sqlalchemy_url)
     if url.get_backend_name() == "sqlite" and url.database:
@@ -162,10 +271,34 @@ def _load_or_create_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read and check the settings; resolve the JWT secret. Raises ConfigError with the reason."""
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+def _describe(exc: ValidationError) -> str:
+    """Each refused setting by the name it is set with, what is wrong and the value given."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        name = "_".join(str(p) for p in error["loc"]).upper() or "settings"
+        given = error.get("input")
+        # Secrets and URLs (which may hold a password) are named, never echoed into a log.
+        private = any(word in name for word in ("SECRET", "TOKEN", "PASSWORD", "URL"))
+        plain = isinstance(given, str | int | float) and not private
+        shown = f" (got {given!r})" if plain else ""
+        parts.append(f"{name}: {error['msg']}{shown}")
+    return "; ".join(parts)
+
+
+def read_settings(**overrides: object) -> Settings:
+    """Read and check the settings, leaving a missing JWT secret unresolved (for commands that
+    copy the secret file rather than use it). Raises ConfigError with the reason."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
     settings.sqlalchemy_url  # noqa: B018 -- validates DATABASE_URL now, not at first query
+    settings.smtp  # noqa: B018 -- and SMTP_URL
+    names = [p.name for p in settings.oauth_providers]
+    if len(set(names)) != len(names):
+        raise ConfigError("OAUTH_PROVIDERS: each provider needs a name of its own")
+    for provider in settings.oauth_providers:
+        _check_issuer(provider)
     if settings.redis_cluster and not settings.redis_url:
         raise ConfigError("REDIS_CLUSTER=true needs REDIS_URL (the address of one cluster node)")
     if settings.jwt_secret is not None:
@@ -175,11 +308,18 @@ def load_settings(**overrides: object) -> Settings:
                 f"JWT_SECRET must be at least {need} bytes for {settings.jwt_algorithm} "
                 "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
+    return settings
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and check the settings and resolve the JWT secret. Raises ConfigError."""
+    settings = read_settings(**overrides)
+    if settings.jwt_secret is not None:
         return settings
     if settings.production:
         raise ConfigError(
             "REVERB_ENV=production needs JWT_SECRET (at least 32 bytes); a generated development "
             "secret is refused in production so that every process signs with the same key"
         )
-    secret = _load_or_create_secret(_secret_file(settings))
+    secret = _load_or_create_secret(development_secret_file(settings))
     return settings.model_copy(update={"jwt_secret": SecretStr(secret)})

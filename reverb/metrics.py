@@ -81,3 +81,9 @@ MARKER_BATCH_SIZE = Histogram(
 GAP_FILLS = Counter(
     "reverb_gap_fills_total", "Times missing events were re-read from the event log.", ["where"]
 )
+MAILS = Counter(
+    "reverb_mails_total",
+    "Mails by outcome: sent, logged (SMTP_URL unset), failed (after every retry), dropped "
+    "(queue full).",
+    ["outcome"],
+)

@@ -27,11 +27,10 @@ from reverb.app import create_app
 from reverb.config import Settings, async_database_url, load_settings
 from reverb.storage.db import Database
 from reverb.storage.migrate import upgrade_sync
+from tests.services import POSTGRES_TEST_URL
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "REVERB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-REDIS_TEST_URL = os.environ.get("REVERB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The servers scripts/services settled on (tests.services has the defaults).
+POSTGRES_ADMIN_URL = POSTGRES_TEST_URL
 TEST_SECRET = "test-secret-" + "x" * 60
 # Cheap hashes keep the suite fast; production parameters are exercised by the e2e tests.
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 64, "argon2_parallelism": 1}

@@ -1,5 +1,6 @@
 """A redis-server process of a test's own, for tests that stop and restart Redis. It runs on a
-free port, never on the shared 6379, and is stopped only by the PID it started."""
+free port, never on the shared 6379, and is stopped only by the PID it started. The program is
+the machine's redis-server, or the Valkey server of the `services` extra (tests.server_programs)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from tests.server_programs import server_program
+
 WAIT_S = 10.0
+CLUSTER_SLOTS = 16384  # fixed by the Redis Cluster protocol
 
 
 def free_port() -> int:
@@ -40,7 +44,7 @@ class RedisServer:
         assert self._proc is None
         self._proc = subprocess.Popen(
             [
-                "redis-server",
+                server_program("redis-server"),
                 "--port",
                 str(self.port),
                 "--bind",
@@ -113,23 +117,24 @@ class RedisClusterServers:
     def __init__(self, workdir: Path) -> None:
         self._workdir = workdir
         self.ports = [free_port() for _ in range(self.SIZE)]
+        # The cluster bus ports, free as well (the default, port + 10000, may be taken or out
+        # of range).
+        self.bus_ports = [free_port() for _ in range(self.SIZE)]
         self.url = f"redis://127.0.0.1:{self.ports[0]}"
         self._procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
-        for port in self.ports:
+        for port, bus_port in zip(self.ports, self.bus_ports, strict=True):
             node_dir = self._workdir / f"node-{port}"
             node_dir.mkdir()
             self._procs.append(
                 subprocess.Popen(
                     [
-                        "redis-server",
+                        server_program("redis-server"),
                         "--port",
                         str(port),
-                        # The cluster bus port, free as well (the default, port + 10000, may
-                        # be taken or out of range).
                         "--cluster-port",
-                        str(free_port()),
+                        str(bus_port),
                         "--bind",
                         "127.0.0.1",
                         "--cluster-enabled",
@@ -149,23 +154,25 @@ class RedisClusterServers:
             )
         for port in self.ports:
             self._wait(port, lambda node: bool(node.ping()))
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{port}" for port in self.ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=WAIT_S,
-        )
+        self._form_cluster()
         for port in self.ports:
             # Every node sees every slot covered.
             self._wait(port, lambda node: node.cluster("info").get("cluster_state") == "ok")
+
+    def _form_cluster(self) -> None:
+        """What `redis-cli --cluster create --cluster-replicas 0` does, by commands any client
+        can send (the Valkey server of the `services` extra comes without a CLI): each primary
+        takes an even share of the slots, then the first node meets the others."""
+        share = -(-CLUSTER_SLOTS // self.SIZE)  # ceiling division: the last share is smaller
+        for i, port in enumerate(self.ports):
+            node = SyncRedis(host="127.0.0.1", port=port, socket_timeout=WAIT_S)
+            try:
+                last = min(CLUSTER_SLOTS, (i + 1) * share) - 1
+                node.cluster("ADDSLOTSRANGE", i * share, last)
+                if i > 0:
+                    node.cluster("MEET", "127.0.0.1", self.ports[0], self.bus_ports[0])
+            finally:
+                node.close()
 
     def _wait(self, port: int, ready: Callable[[SyncRedis], bool]) -> None:
         """Polls one node until `ready`, while none of the processes exited. Synchronous: the

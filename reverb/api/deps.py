@@ -15,12 +15,16 @@ from reverb.errors import ErrorCode, ReverbError
 from reverb.realtime.bus import Bus
 from reverb.services.auth import AuthService
 from reverb.services.chats import ChatService
+from reverb.services.deletion import AccountDeletion
 from reverb.services.health import HealthService
 from reverb.services.live import PresenceService
+from reverb.services.mailer import Mailer
 from reverb.services.markers import Markers
 from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.publish import Publisher
+from reverb.services.recovery import Recovery
+from reverb.services.social import SocialLogin
 from reverb.services.users import UserService
 from reverb.storage.db import Database
 
@@ -42,6 +46,10 @@ class Services:
     publisher: Publisher
     presence: PresenceService
     media: MediaService
+    mailer: Mailer
+    recovery: Recovery
+    deletion: AccountDeletion
+    social: SocialLogin
 
 
 # Dependencies are `async def` though they never await: FastAPI runs a plain `def` on a worker
@@ -77,3 +85,18 @@ async def client_address(request: Request) -> str:
 
 CurrentUser = Annotated[User, Depends(current_user)]
 ClientAddress = Annotated[str, Depends(client_address)]
+
+
+async def verified_user(user: CurrentUser, services: ServicesDep) -> User:
+    """The caller, where REQUIRE_EMAIL_VERIFICATION asks that their address be proven."""
+    if services.settings.require_email_verification and user.email_verified_at is None:
+        raise ReverbError(
+            ErrorCode.EMAIL_UNVERIFIED,
+            "confirm your e-mail address first (POST /api/auth/verify-email)",
+            403,
+        )
+    return user
+
+
+# For routers whose every route needs a proven address (chats, messages, uploads).
+REQUIRE_VERIFIED = [Depends(verified_user)]

@@ -1,4 +1,8 @@
-"""Wire shapes of the REST API: separate models for what comes in and what goes out."""
+"""Wire shapes of the REST API: separate models for what comes in and what goes out.
+
+What comes in is pydantic (its validation constraints give the 422s); what goes out is msgspec
+structs, like the views they carry (`reverb.domain.wire`), answered with `api.structs.Answer`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
+import msgspec
+from msgspec import Meta, Struct
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -23,8 +29,9 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 from reverb import text
+from reverb.domain.events import LOGGED_EVENTS
 from reverb.domain.users import IssuedTokens
-from reverb.domain.wire import MessageView, MeView
+from reverb.domain.wire import SCHEMA_REF, MessageView, MeView
 from reverb.ids import ID_LENGTH, ID_PATTERN
 
 T = TypeVar("T")
@@ -111,7 +118,7 @@ class Problem(BaseModel):
     errors: list[dict[str, object]] | None = None
 
 
-class Page(BaseModel, Generic[T]):
+class Page(Struct, Generic[T], kw_only=True):
     items: list[T]
     next_cursor: str | None
 
@@ -119,12 +126,13 @@ class Page(BaseModel, Generic[T]):
 # --- users -------------------------------------------------------------------------------------
 
 
-MeOut = MeView
-
-
 class ProfilePatch(Input):
     display_name: DisplayName | None = None
     bio: Bio | None = None
+
+
+class DeleteMe(Input):
+    password: Secret
 
 
 class PasswordChange(Input):
@@ -137,7 +145,7 @@ class PasswordChange(Input):
 
 class RegisterIn(Input):
     username: Username
-    email: Annotated[EmailStr, Field(max_length=320), TEXT, AfterValidator(str.lower)]
+    email: Email
     password: Password
     display_name: DisplayName | None = None
 
@@ -167,12 +175,45 @@ class TokenForm(BaseModel):
     password: Secret
 
 
+Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+Email = Annotated[EmailStr, Field(max_length=320), TEXT, AfterValidator(str.lower)]
+
+
+class ForgotIn(Input):
+    email: Email
+
+
+class ResetIn(Input):
+    email: Email
+    code: Code
+    new_password: Password
+
+
+class CodeIn(Input):
+    code: Code
+
+
+class Accepted(Struct, kw_only=True):
+    """The same answer whatever happened behind it."""
+
+    status: Literal["accepted"] = "accepted"
+
+
+class LoginCodeIn(Input):
+    login_code: Annotated[str, StringConstraints(min_length=1, max_length=128), TEXT]
+
+
+class ProviderOut(Struct, kw_only=True):
+    name: str
+    display_name: str
+
+
 class RefreshIn(Input):
     refresh_token: Secret
 
 
-class SessionOut(BaseModel):
-    user: MeOut
+class SessionOut(Struct, kw_only=True):
+    user: MeView
     access_token: str
     refresh_token: str
     token_type: Literal["bearer"] = "bearer"
@@ -181,14 +222,14 @@ class SessionOut(BaseModel):
     @classmethod
     def of(cls, issued: IssuedTokens) -> SessionOut:
         return cls(
-            user=MeOut.of(issued.user),
+            user=MeView.of(issued.user),
             access_token=issued.access_token,
             refresh_token=issued.refresh_token,
             expires_in=issued.expires_in,
         )
 
 
-class TokenOut(BaseModel):
+class TokenOut(Struct, kw_only=True):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
 
@@ -262,13 +303,24 @@ class MessageEdit(Input):
     content: Text
 
 
-class MessagePage(BaseModel):
+class MessagePage(Struct, kw_only=True):
     items: list[MessageView]
     has_more: bool
 
 
-class EventPage(BaseModel):
+# A logged event as stored: the JSON it was delivered as, spliced in without a decode.
+StoredEvent = Annotated[
+    msgspec.Raw,
+    Meta(
+        extra_json_schema={
+            "anyOf": [{"$ref": SCHEMA_REF.format(name=e.__name__)} for e in LOGGED_EVENTS]
+        }
+    ),
+]
+
+
+class EventPage(Struct, kw_only=True):
     """`items` are the logged events exactly as the WebSocket delivers them."""
 
-    items: list[dict[str, object]]
+    items: list[StoredEvent]
     has_more: bool

@@ -18,6 +18,8 @@ class User:
     last_seen_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    disabled_at: datetime | None = None
+    email_verified_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

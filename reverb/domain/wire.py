@@ -1,11 +1,18 @@
-"""Shapes that travel to clients, shared by REST responses and WebSocket events."""
+"""Shapes that travel to clients, shared by REST responses and WebSocket events.
+
+Each is a msgspec Struct, defined once: the same definition builds the value, encodes it (one
+shared encoder, straight to bytes) and documents it (the OpenAPI components are generated from
+these structs, see `reverb.api.structs`). Field order is the order on the wire.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, PlainSerializer
+import msgspec
+from msgspec import Meta, Struct
 
 from reverb.domain.users import User
 
@@ -14,16 +21,33 @@ def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-Timestamp = Annotated[datetime, PlainSerializer(rfc3339, return_type=str)]
+def rfc3339_or_none(value: datetime | None) -> str | None:
+    return None if value is None else rfc3339(value)
+
+
+# Held as the text the contract fixes (RFC 3339, UTC, milliseconds, `Z`; see `rfc3339`), not as
+# a datetime: msgspec would write microseconds, and history pages get this text from the
+# database as it is (storage.history).
+Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 ChatType = Literal["direct", "group"]
 Role = Literal["owner", "admin", "member"]
+
+# Where the API's OpenAPI document keeps the components generated from these structs.
+SCHEMA_REF = "#/components/schemas/{name}"
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(value: object) -> bytes:
+    """JSON bytes of a wire value: the one encoder of everything sent to clients."""
+    return _encoder.encode(value)
 
 
 def avatar_url(key: str | None) -> str | None:
     return f"/media/{key}" if key else None
 
 
-class UserView(BaseModel):
+class UserView(Struct, kw_only=True):
     id: str
     username: str
     display_name: str
@@ -41,21 +65,27 @@ class UserView(BaseModel):
             bio=user.bio,
             avatar_url=avatar_url(user.avatar_key),
             status="online" if online else "offline",
-            last_seen_at=user.last_seen_at,
+            last_seen_at=rfc3339_or_none(user.last_seen_at),
         )
 
 
-class MeView(UserView):
+class MeView(UserView, kw_only=True):
     email: str
+    email_verified: bool
     created_at: Timestamp
 
     @classmethod
     def of(cls, user: User, *, online: bool = False) -> MeView:
-        base = UserView.of(user, online=online).model_dump()
-        return cls(**base, email=user.email, created_at=user.created_at)
+        base = msgspec.structs.asdict(UserView.of(user, online=online))
+        return cls(
+            **base,
+            email=user.email,
+            email_verified=user.email_verified_at is not None,
+            created_at=rfc3339(user.created_at),
+        )
 
 
-class ReactionView(BaseModel):
+class ReactionView(Struct, kw_only=True):
     emoji: str
     count: int
     # Whether the viewer is among the reactors. In logged events, which every member shares,
@@ -63,7 +93,7 @@ class ReactionView(BaseModel):
     me: bool
 
 
-class MediaView(BaseModel):
+class MediaView(Struct, kw_only=True):
     id: str
     url: str
     filename: str
@@ -74,7 +104,7 @@ class MediaView(BaseModel):
     thumbnail_url: str | None
 
 
-class MessageView(BaseModel):
+class MessageView(Struct, kw_only=True):
     id: str
     chat_id: str
     seq: int
@@ -89,7 +119,20 @@ class MessageView(BaseModel):
     reactions: list[ReactionView]
 
 
-class ChatInfo(BaseModel):
+@dataclass(frozen=True, slots=True)
+class EncodedMessage:
+    """A message and its JSON, encoded once: `message.created` carries these bytes, and the
+    ack and the REST answer to a send splice them in as they are."""
+
+    view: MessageView
+    json: bytes
+
+    @classmethod
+    def of(cls, view: MessageView) -> EncodedMessage:
+        return cls(view, encode(view))
+
+
+class ChatInfo(Struct, kw_only=True):
     """What every member of a chat sees alike (carried by `chat.updated`)."""
 
     id: str
@@ -102,7 +145,7 @@ class ChatInfo(BaseModel):
     updated_at: Timestamp
 
 
-class ChatView(ChatInfo):
+class ChatView(ChatInfo, kw_only=True):
     """A chat as one member sees it."""
 
     peer: UserView | None
@@ -112,7 +155,7 @@ class ChatView(ChatInfo):
     last_message: MessageView | None
 
 
-class MemberView(BaseModel):
+class MemberView(Struct, kw_only=True):
     user: UserView
     role: Role
     joined_at: Timestamp

@@ -34,10 +34,10 @@ ReadLog = Callable[[str, int, int | None], Awaitable[list[Envelope]]]
 
 
 @dataclass(frozen=True, slots=True)
-class Raw:
+class OwnFrame:
     """A frame for this connection only (ready, ack, error, pong)."""
 
-    text: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ class CatchUp:
     chat_id: str
 
 
-Item = Envelope | Raw | CatchUp
+Item = Envelope | OwnFrame | CatchUp
 
 
 class Connection:
@@ -129,8 +129,8 @@ class Connection:
         if isinstance(item, CatchUp):
             return False
         write_now = self._transport.write_now
-        if isinstance(item, Raw):
-            return write_now(item.text)
+        if isinstance(item, OwnFrame):
+            return write_now(item.data)
         env = item
         if env.type == "session.revoked" or env.left:
             return False
@@ -188,8 +188,8 @@ class Connection:
                     await self._transport.close(self.closing, self._close_reason)
                 return
             item = self._queue.popleft()
-            if isinstance(item, Raw):
-                await self._send(item.text)
+            if isinstance(item, OwnFrame):
+                await self._send(item.data)
             elif isinstance(item, CatchUp):
                 await self._catch_up(item.chat_id)
             else:
@@ -238,9 +238,9 @@ class Connection:
             del self.positions[env.chat_id]
             self._on_left(self, env.chat_id)
 
-    async def _send(self, text: str) -> None:
-        if not self._transport.write_now(text):
-            await self._transport.send(text)
+    async def _send(self, data: bytes) -> None:
+        if not self._transport.write_now(data):
+            await self._transport.send(data)
 
     async def _catch_up(self, chat_id: str) -> None:
         while (last := self.positions.get(chat_id)) is not None:

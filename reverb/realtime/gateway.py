@@ -14,18 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, WebSocket
+from msgspec import Raw, Struct
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from reverb.config import Settings
 from reverb.domain.users import User
-from reverb.domain.wire import MeView
+from reverb.domain.wire import MeView, encode
 from reverb.errors import ErrorCode, ReverbError
 from reverb.metrics import WS_CLOSES, WS_CONNECTIONS
-from reverb.realtime.connection import CatchUp, Connection, Raw
+from reverb.realtime.connection import CatchUp, Connection, OwnFrame
 from reverb.realtime.hub import Hub
 from reverb.realtime.protocol import (
     CLOSE_AUTH_TIMEOUT,
@@ -79,15 +79,38 @@ class Realtime:
     presence: PresenceService
 
 
-def _frame(kind: str, ref: str | int | None = None, **fields: object) -> str:
-    body: dict[str, object] = {"type": kind, **fields}
-    if ref is not None:
-        body["ref"] = ref
-    return orjson.dumps(body).decode()
+# The frames the server answers a client with, encoded by the one wire encoder. The client's
+# `ref` comes last, and only when the client gave one (defaults are left out).
+Ref = str | int | None
 
 
-def _error(code: str, detail: str, ref: str | int | None = None) -> str:
-    return _frame("error", ref, code=code, detail=detail)
+class Reply(Struct, kw_only=True, tag_field="type", omit_defaults=True):
+    pass
+
+
+class Ready(Reply, kw_only=True, tag="ready"):
+    user: MeView
+    ref: Ref = None
+
+
+class Ack(Reply, kw_only=True, tag="ack"):
+    # A send's message as its `message.created` carries it: its bytes, spliced in.
+    message: Raw | None = None
+    ref: Ref = None
+
+
+class Pong(Reply, kw_only=True, tag="pong"):
+    ref: Ref = None
+
+
+class Error(Reply, kw_only=True, tag="error"):
+    code: str
+    detail: str
+    ref: Ref = None
+
+
+def _error(code: str, detail: str, ref: Ref = None) -> bytes:
+    return encode(Error(code=code, detail=detail, ref=ref))
 
 
 WS_PATH = "/ws"
@@ -162,10 +185,12 @@ class Session:
                 await self._refuse(CLOSE_UNAUTHORIZED, "invalid or expired token")
                 return None
             if isinstance(frame, BadFrame):
-                await self.ws.send_text(_error(frame.code, frame.detail, frame.ref))
+                await self.ws.send_text(_error(frame.code, frame.detail, frame.ref).decode())
             elif not isinstance(frame, AuthFrame):
                 await self.ws.send_text(
-                    _error(ErrorCode.NOT_AUTHENTICATED, "send an auth frame first", frame.ref)
+                    _error(
+                        ErrorCode.NOT_AUTHENTICATED, "send an auth frame first", frame.ref
+                    ).decode()
                 )
             else:
                 try:
@@ -195,8 +220,7 @@ class Session:
         )
         # `ready` is the first frame; the writer starts only once the connection follows its
         # chats, so every event committed after a client sees `ready` reaches it.
-        me = MeView.of(user, online=True).model_dump(mode="json")
-        conn.push(Raw(_frame("ready", auth.ref, user=me)))
+        conn.push(OwnFrame(encode(Ready(user=MeView.of(user, online=True), ref=auth.ref))))
         rt.hub.register(conn)
         WS_CONNECTIONS.inc()
         try:
@@ -237,7 +261,7 @@ class Session:
             else:
                 removal = await rt.chats.removal_since(chat_id=chat_id, user_id=user.id, after=seq)
                 if removal is not None:
-                    conn.push(Raw(removal.data))
+                    conn.push(OwnFrame(removal.data.encode()))
         # Anything committed between the first read and the subscriptions above:
         for chat_id, last in (await rt.chats.positions(user_id=user.id)).items():
             if chat_id in conn.positions and last > conn.positions[chat_id]:
@@ -250,7 +274,7 @@ class Session:
                 return
             frame = self._parse(message)
             if isinstance(frame, BadFrame):
-                conn.push(Raw(_error(frame.code, frame.detail, frame.ref)))
+                conn.push(OwnFrame(_error(frame.code, frame.detail, frame.ref)))
                 continue
             try:
                 reply = await self._handle(conn, frame, user)
@@ -260,22 +284,22 @@ class Session:
                 log.exception("ws: %s failed", frame.type)
                 reply = _error(ErrorCode.INTERNAL_ERROR, "the server could not do that", frame.ref)
             if reply is not None:
-                conn.push(Raw(reply))
+                conn.push(OwnFrame(reply))
 
-    def _rate_limited(self, conn: Connection, detail: str, ref: str | int | None) -> str | None:
+    def _rate_limited(self, conn: Connection, detail: str, ref: str | int | None) -> bytes | None:
         """`rate_limited`, or for a client that keeps ignoring it, that and a close."""
         refusal = _error(ErrorCode.RATE_LIMITED, detail, ref)
         if self.flood.refused(time.monotonic()):
-            conn.push(Raw(refusal))  # owed before the close
+            conn.push(OwnFrame(refusal))  # owed before the close
             conn.close_soon(CLOSE_FLOODING, "too many frames over the rate limit", flush=True)
             return None
         return refusal
 
-    async def _handle(self, conn: Connection, frame: ClientFrame, user: User) -> str | None:
+    async def _handle(self, conn: Connection, frame: ClientFrame, user: User) -> bytes | None:
         rt = self.rt
         ref = frame.ref
         if isinstance(frame, PingFrame):
-            return _frame("pong", ref)
+            return encode(Pong(ref=ref))
         if isinstance(frame, AuthFrame):
             return _error("invalid_frame", "already authenticated", ref)
         if isinstance(frame, SendFrame):
@@ -289,7 +313,8 @@ class Session:
                 reply_to_id=frame.reply_to_id,
                 attachment_ids=frame.attachment_ids,
             )
-            return _frame("ack", ref, message=message.model_dump(mode="json"))
+            # The message's bytes as `message.created` carries them, not encoded again.
+            return encode(Ack(message=Raw(message.json), ref=ref))
         if isinstance(frame, TypingFrame):
             await rt.typing.typing(user_id=user.id, chat_id=frame.chat_id)
         elif isinstance(frame, ReadFrame | DeliveredFrame):
@@ -303,4 +328,4 @@ class Session:
                 )
             else:
                 await rt.markers.mark(me=user, chat_id=frame.chat_id, seq=frame.seq, read=read)
-        return _frame("ack", ref) if ref is not None else None
+        return encode(Ack(ref=ref)) if ref is not None else None

@@ -28,32 +28,33 @@ from websockets.protocol import State
 SCOPE_KEY = "reverb.frames"
 
 
-def text_frame(text: str) -> bytes:
-    """`text` as one unmasked, uncompressed server frame."""
-    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+def text_frame(data: bytes) -> bytes:
+    """`data` (UTF-8 JSON) as one unmasked, uncompressed server text frame."""
+    return Frame(Opcode.TEXT, data).serialize(mask=False)
 
 
 class FrameCache:
-    """Text -> its frame, for the texts being fanned out now. Keyed by the text object itself:
-    the hub hands the same string to every connection."""
+    """An event's bytes -> their frame, for the events being fanned out now. Keyed by the bytes
+    object itself: the hub hands the same bytes (an envelope's, encoded once) to every
+    connection, so each event's frame is built once."""
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
-        self._items: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
-        self._last_text: object = object()  # matches no text
+        self._items: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
+        self._last_data: object = object()  # matches no data
         self._last_frame = b""
 
-    def frame(self, text: str) -> bytes:
-        if text is self._last_text:  # the hub writes one event to all its connections in a row
+    def frame(self, data: bytes) -> bytes:
+        if data is self._last_data:  # the hub writes one event to all its connections in a row
             return self._last_frame
-        hit = self._items.get(id(text))
-        if hit is not None and hit[0] is text:
-            self._last_text, self._last_frame = hit
+        hit = self._items.get(id(data))
+        if hit is not None and hit[0] is data:
+            self._last_data, self._last_frame = hit
             return hit[1]
-        frame = text_frame(text)
-        # Keeping the text alive keeps its id from being reused while it is cached.
-        self._items[id(text)] = (text, frame)
-        self._last_text, self._last_frame = text, frame
+        frame = text_frame(data)
+        # Keeping the data alive keeps its id from being reused while it is cached.
+        self._items[id(data)] = (data, frame)
+        self._last_data, self._last_frame = data, frame
         if len(self._items) > self._size:
             self._items.popitem(last=False)
         return frame
@@ -92,17 +93,17 @@ class FrameWriting(WebSocketsSansIOProtocol):
 class Transport(ABC):
     """One socket's output."""
 
-    def write_now(self, text: str) -> bool:
-        """Write `text` as a frame at once, or return False (then `send` it)."""
+    def write_now(self, data: bytes) -> bool:
+        """Write `data` (UTF-8 JSON) as a text frame at once, or return False (then `send` it)."""
         return False
 
-    def write_many_now(self, texts: list[str]) -> bool:
-        """Write each text as a frame, all at once (in one write where possible), or False."""
+    def write_many_now(self, items: list[bytes]) -> bool:
+        """Write each as a text frame, all at once (in one write where possible), or False."""
         return False
 
     @abstractmethod
-    async def send(self, text: str) -> None:
-        """Write `text` as a frame, waiting while the peer does not read."""
+    async def send(self, data: bytes) -> None:
+        """Write `data` (UTF-8 JSON) as a text frame, waiting while the peer does not read."""
 
     @abstractmethod
     async def close(self, code: int, reason: str) -> None:
@@ -120,8 +121,9 @@ class AsgiTransport(Transport):
     def __init__(self, ws: WebSocket) -> None:
         self._ws = ws
 
-    async def send(self, text: str) -> None:
-        await self._ws.send_text(text)
+    async def send(self, data: bytes) -> None:
+        # ASGI carries a text frame's payload as str.
+        await self._ws.send_text(data.decode())
 
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code=code, reason=reason)
@@ -132,13 +134,13 @@ class _Direct(AsgiTransport):
         super().__init__(ws)
         self._server = server
 
-    def write_now(self, text: str) -> bool:
-        return self._server.can_write_now() and self._server.write_frames(FRAMES.frame(text))
+    def write_now(self, data: bytes) -> bool:
+        return self._server.can_write_now() and self._server.write_frames(FRAMES.frame(data))
 
-    def write_many_now(self, texts: list[str]) -> bool:
-        # A replay: texts no other connection shares, so not cached.
+    def write_many_now(self, items: list[bytes]) -> bool:
+        # A replay: events no other connection shares, so not cached.
         return self._server.can_write_now() and self._server.write_frames(
-            b"".join(text_frame(t) for t in texts)
+            b"".join(text_frame(d) for d in items)
         )
 
     def abort(self) -> bool:

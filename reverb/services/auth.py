@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,8 +17,9 @@ from reverb.domain.users import IssuedTokens, User
 from reverb.errors import ErrorCode, ReverbError, conflict
 from reverb.metrics import ACCESS_USER_READS, LOGINS
 from reverb.services.access_cache import AccessCache
+from reverb.services.email_codes import EmailCodes
 from reverb.services.login_limits import LoginLimiter
-from reverb.services.passwords import Passwords
+from reverb.services.passwords import NO_PASSWORD, Passwords
 from reverb.services.publish import Publisher
 from reverb.services.tokens import (
     AccessTokens,
@@ -30,6 +33,7 @@ from reverb.storage.db import Database, Tx
 from reverb.storage.types import utcnow
 
 INVALID_CREDENTIALS = "the login or the password is wrong"
+T = TypeVar("T")
 
 
 def _bad_credentials(status: int = 401) -> ReverbError:
@@ -53,8 +57,10 @@ class AuthService:
     publisher: Publisher | None = None
     # Shared with whatever else changes a user's row (profiles): see `access_cache`.
     sessions: AccessCache = field(default_factory=AccessCache)
+    # Mails a new account its verification code.
+    codes: EmailCodes | None = None
 
-    async def _issue(
+    async def issue(
         self, tx: Tx, user: User, *, family_id: str | None, now: datetime
     ) -> IssuedTokens:
         raw, digest = new_refresh_token()
@@ -77,9 +83,40 @@ class AuthService:
     async def register(
         self, *, username: str, email: str, password: str, display_name: str | None
     ) -> IssuedTokens:
+        async def log_in(tx: Tx, user: User) -> IssuedTokens:
+            if self.codes is not None:
+                await self.codes.issue(tx, user, "verify", now=user.created_at)
+            return await self.issue(tx, user, family_id=None, now=user.created_at)
+
+        return await self.create(username, email, password, display_name, then=log_in)
+
+    async def create_account(
+        self, *, username: str, email: str, password: str, display_name: str | None
+    ) -> User:
+        """A new account without a session (the admin CLI's; `register` also logs it in)."""
+
+        async def done(_tx: Tx, user: User) -> User:
+            return user
+
+        return await self.create(username, email, password, display_name, then=done)
+
+    async def create(
+        self,
+        username: str,
+        email: str,
+        password: str | None,
+        display_name: str | None,
+        *,
+        then: Callable[[Tx, User], Awaitable[T]],
+        **values: object,
+    ) -> T:
+        """A new account (no password: one that logs in through a provider only), then
+        `then` in the same transaction."""
+        # Checked and hashed before the transaction: a hash takes tens of milliseconds, too long
+        # to hold SQLite's one writer.
         async with self.db.read() as conn:
             await self._check_free(conn, username=username, email=email)
-        password_hash = await self.passwords.hash(password)
+        password_hash = await self.passwords.hash(password) if password else NO_PASSWORD
         now = utcnow()
         user_id = ids.new_id()
         try:
@@ -95,10 +132,11 @@ class AuthService:
                     session_version=0,
                     created_at=now,
                     updated_at=now,
+                    **values,
                 )
                 user = await user_store.get(tx.conn, user_id)
                 assert user is not None
-                return await self._issue(tx, user, family_id=None, now=now)
+                return await then(tx, user)
         except IntegrityError:
             # Lost a race with a concurrent registration of the same name or email.
             async with self.db.read() as conn:
@@ -129,14 +167,24 @@ class AuthService:
             LOGINS.labels("failure").inc()
             raise _bad_credentials()
         assert found is not None
+        if user.disabled_at is not None:
+            # Said only to whoever knows the password, so it tells a guesser nothing.
+            raise ReverbError(
+                ErrorCode.ACCOUNT_DISABLED, "this account is disabled; ask an administrator", 403
+            )
         rehash = (
             await self.passwords.hash(password) if self.passwords.needs_rehash(found[1]) else None
         )
         async with self.db.transaction() as tx:
+            # The password was checked against the row read before; a reset or password change
+            # committed since then ends every session, and must end this one before it begins.
+            current = await user_store.get(tx.conn, user.id, lock=True)
+            if current is None or current.session_version != user.session_version:
+                raise _bad_credentials()
             await self.limiter.record_success(tx.conn, account_key=key)
             if rehash is not None:
                 await user_store.update_user(tx.conn, user.id, password_hash=rehash)
-            issued = await self._issue(tx, user, family_id=None, now=now)
+            issued = await self.issue(tx, user, family_id=None, now=now)
         LOGINS.labels("success").inc()
         return issued
 
@@ -159,9 +207,9 @@ class AuthService:
                 reused = True
             else:
                 user = await user_store.get(tx.conn, row.user_id)
-                if user is None:
+                if user is None or user.disabled_at is not None:
                     raise invalid_token("the refresh token is invalid")
-                issued = await self._issue(tx, user, family_id=row.family_id, now=now)
+                issued = await self.issue(tx, user, family_id=row.family_id, now=now)
         if reused:
             raise invalid_token("the refresh token was already used; the session is revoked")
         return issued
@@ -176,9 +224,11 @@ class AuthService:
 
     async def logout_everywhere(self, *, user: User) -> None:
         async with self.db.transaction() as tx:
-            await self._revoke_all(tx, user.id)
+            await self.revoke_all(tx, user.id)
 
-    async def _revoke_all(self, tx: Tx, user_id: str, **user_values: object) -> None:
+    async def revoke_all(self, tx: Tx, user_id: str, **user_values: object) -> None:
+        """End every session of the user (refresh tokens, access tokens, open sockets) when
+        `tx` commits, changing `user_values` of the account in the same write."""
         now = utcnow()
         await token_store.revoke_user(tx.conn, user_id, now)
         await user_store.bump_session_version(tx.conn, user_id, updated_at=now, **user_values)
@@ -191,24 +241,29 @@ class AuthService:
             )
             self.publisher.after_commit(tx, envelope)
 
-    async def change_password(
-        self, *, user: User, current_password: str, new_password: str, address: str
-    ) -> None:
+    async def confirm_password(self, *, user: User, password: str, address: str) -> None:
+        """The caller proves it is the account's owner again (password change, deletion):
+        a wrong password is 403 and counts as a failed login."""
         key = _account_key(user, "")
         now = utcnow()
         async with self.db.read() as conn:
             await self.limiter.check(conn, account_key=key, address=address, now=now)
             stored = await user_store.get_hash(conn, user.id)
-        if not await self.passwords.verify(stored, current_password):
+        if not await self.passwords.verify(stored, password):
             async with self.db.transaction() as tx:
                 await self.limiter.record_failure(
                     tx.conn, account_key=key, address=address, now=now
                 )
             # 403, not 401: the access token is fine; a 401 would make clients drop the session.
             raise _bad_credentials(403)
+
+    async def change_password(
+        self, *, user: User, current_password: str, new_password: str, address: str
+    ) -> None:
+        await self.confirm_password(user=user, password=current_password, address=address)
         new_hash = await self.passwords.hash(new_password)
         async with self.db.transaction() as tx:
-            await self._revoke_all(tx, user.id, password_hash=new_hash)
+            await self.revoke_all(tx, user.id, password_hash=new_hash)
 
     async def authenticate(self, token: str, *, fresh: bool = False) -> User:
         """The user a valid access token of a live session belongs to. Served from the

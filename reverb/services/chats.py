@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,7 +39,7 @@ def envelope_of(chat_id: str, row: LoggedRow) -> Envelope:
     concerns = (row.user_id,) if row.user_id else ()
     return Envelope(
         type=row.type,
-        data=row.data,
+        data=row.data.encode(),  # stored as text: encoded once per row read
         chat_id=chat_id,
         seq=row.seq,
         user_ids=concerns,
@@ -241,7 +242,7 @@ class ChatService:
                     lambda seq: ChatUpdated(
                         chat_id=chat_id,
                         seq=seq,
-                        chat=views.chat_info(changed, count).model_copy(update={"last_seq": seq}),
+                        chat=msgspec.structs.replace(views.chat_info(changed, count), last_seq=seq),
                     ),
                     now=now,
                 )

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
-from reverb.domain.events import Envelope, LoggedEvent, encode
+from reverb.domain.events import Envelope, Event, LoggedEvent, encode
 from reverb.services.publish import Publisher
 from reverb.storage import chats as chat_store
 from reverb.storage import events as event_store
@@ -74,16 +72,15 @@ class EventLog:
     def notify_after_commit(
         self,
         tx: Tx,
-        event: BaseModel,
+        event: Event,
         *,
         chat_id: str | None = None,
         users: tuple[str, ...] = (),
         opens: str | None = None,
     ) -> None:
         """A live-only event (not logged): to a chat's members and/or to named users."""
-        event_type = str(getattr(event, "type", ""))
         envelope = Envelope(
-            type=event_type, data=encode(event), chat_id=chat_id, user_ids=users, opens=opens
+            type=event.type, data=encode(event), chat_id=chat_id, user_ids=users, opens=opens
         )
         self.publisher.after_commit(tx, envelope)
 
@@ -95,13 +92,14 @@ def _entry(
     joined: tuple[str, ...] = (),
     left: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], Envelope]:
-    """The event's `chat_events` row and the envelope it is published in: one encoding for both."""
+    """The event's `chat_events` row and the envelope it is published in: one encoding for both
+    (the log stores it as text, decoded once here)."""
     data = encode(event)
     row = {
         "chat_id": event.chat_id,
         "seq": event.seq,
         "type": event.type,
-        "data": data,
+        "data": data.decode(),
         "user_id": concerns,
         "created_at": now,
     }

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from reverb.storage.db import Database
+from reverb.storage.migrate import current_revision, head_revision
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +24,23 @@ class HealthService:
     redis: Redis | None
 
     async def check(self) -> dict[str, str]:
-        checks = {"database": await self._probe("database", self.db.ping())}
+        checks = {"database": await self._probe("database", self._database())}
         if self.redis is not None:
             checks["redis"] = await self._probe("redis", self.redis.ping())
         return checks
 
+    async def _database(self) -> str:
+        # A database someone rolled back or forgot to migrate answers, but every request
+        # would fail on it: not ready.
+        async with self.db.read() as conn:
+            current = await current_revision(conn)
+        return "ok" if current == head_revision() else "schema_mismatch"
+
     @staticmethod
-    async def _probe(name: str, probe: object) -> str:
+    async def _probe(name: str, probe: Awaitable[object]) -> str:
         try:
-            await asyncio.wait_for(probe, CHECK_TIMEOUT_S)  # type: ignore[arg-type]
+            answer = await asyncio.wait_for(probe, CHECK_TIMEOUT_S)
         except Exception as exc:
             log.warning("readiness: %s unavailable: %s", name, type(exc).__name__)
             return "unavailable"
-        return "ok"
+        return answer if isinstance(answer, str) else "ok"

@@ -10,12 +10,14 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from reverb import ids
 from reverb.domain.events import Envelope, Presence, Typing, encode
+from reverb.domain.wire import rfc3339_or_none
 from reverb.errors import ErrorCode, not_found
 from reverb.services.publish import Publisher
 from reverb.storage import chats as chat_store
@@ -180,7 +182,9 @@ class PresenceService:
             self._deferred.pop(user_id, None)
 
     async def _publish(self, user_id: str) -> None:
-        status = "online" if await self.online([user_id]) else "offline"
+        status: Literal["online", "offline"] = (
+            "online" if await self.online([user_id]) else "offline"
+        )
         last = self._published.get(user_id)
         if last is not None and last[0] == status:
             return
@@ -190,5 +194,7 @@ class PresenceService:
             audience = await chat_store.sharing_users(conn, user_id)
         if user is None:
             return
-        event = Presence(user_id=user_id, status=status, last_seen_at=user.last_seen_at)
+        event = Presence(
+            user_id=user_id, status=status, last_seen_at=rfc3339_or_none(user.last_seen_at)
+        )
         self.publisher.now(Envelope(type=event.type, data=encode(event), user_ids=tuple(audience)))

@@ -168,12 +168,26 @@ class MediaService:
     def path(self, key: str) -> Path | None:
         return self.files.path(key)
 
+    async def discard_uploads_of(self, user_id: str, *, avatar_key: str | None) -> int:
+        """A deleted account's files: its avatar and the uploads it never attached (those of
+        its messages stay with the messages)."""
+        if avatar_key:
+            self.files.delete(avatar_key)
+        async with self.db.transaction() as tx:
+            rows = await media_store.unattached_of(tx.conn, user_id)
+            await media_store.delete_ids(tx.conn, [r.id for r in rows])
+        self._delete_files(rows)
+        return len(rows)
+
+    def _delete_files(self, rows: list[MediaRow]) -> None:
+        for r in rows:
+            self.files.delete(media_key(r.id))
+            self.files.delete(thumbnail_key(r.id))
+
     async def collect_garbage(self, *, before: datetime) -> int:
         """Delete uploads never attached to a message and older than `before`."""
         async with self.db.transaction() as tx:
             rows = await media_store.unattached_before(tx.conn, before)
             await media_store.delete_ids(tx.conn, [r.id for r in rows])
-        for r in rows:
-            self.files.delete(media_key(r.id))
-            self.files.delete(thumbnail_key(r.id))
+        self._delete_files(rows)
         return len(rows)

@@ -109,9 +109,9 @@ class MessageService:
 
     async def history(
         self, *, me: User, chat_id: str, before: int | None, after: int | None, limit: int
-    ) -> bytes:
-        """A `MessagePage` as JSON: messages ascending by seq, and whether more lie beyond the
-        page in the paging direction (`after` pages forwards, otherwise the page ends at
+    ) -> tuple[list[MessageView], bool]:
+        """Messages ascending by seq, and whether more lie beyond the page in the paging
+        direction (`after` pages forwards, otherwise the page ends at
         `before`, or is the newest). One statement; two when the page is empty."""
         if not ids.is_id(chat_id):
             raise chat_not_found()
@@ -127,7 +127,7 @@ class MessageService:
         del rows[limit:]
         if after is None:
             rows.reverse()
-        return views.message_page_json(rows, more)
+        return views.message_page(rows), more
 
     async def _locked(self, tx: Tx, me: User, message_id: str) -> tuple[MessageRow, str]:
         """The message and the caller's role in its chat, with the chat locked; 404 for a

@@ -10,6 +10,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from reverb.config import Settings
 
+# Stored for accounts without a password (provider logins, deleted accounts): not an Argon2
+# hash, so every password check against it fails.
+NO_PASSWORD = "!"
+
 
 class Passwords:
     def __init__(self, settings: Settings) -> None:

@@ -15,13 +15,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from msgspec import Raw
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reverb import ids
 from reverb.domain.events import MessageCreated
 from reverb.domain.users import User
-from reverb.domain.wire import MessageView
+from reverb.domain.wire import EncodedMessage
 from reverb.errors import ReverbError, invalid
 from reverb.metrics import MESSAGES_STORED, SEND_BATCH_FALLBACKS, SEND_BATCH_SIZE
 from reverb.services import views
@@ -58,8 +59,8 @@ class SendRequest:
         return None if self.client_id is None else (self.chat_id, self.me.id, self.client_id)
 
 
-# (the message, whether this send stored it)
-Sent = tuple[MessageView, bool]
+# (the message with its JSON, whether this send stored it)
+Sent = tuple[EncodedMessage, bool]
 Answer = Sent | ReverbError
 # None: the send's chat was held by another transaction, so this batch left it alone.
 Outcome = Answer | None
@@ -208,7 +209,7 @@ class SendBatcher:
             row = await message_store.by_client_id(conn, request.chat_id, me.id, request.client_id)
             if row is None:
                 return None
-            return (await views.message_views(conn, [row], me.id))[0], False
+            return EncodedMessage.of((await views.message_views(conn, [row], me.id))[0]), False
 
 
 def _chat_of(request: SendRequest) -> str:
@@ -318,21 +319,21 @@ def _claimable(request: SendRequest, uploads: dict[str, MediaRow], claimed: set[
 
 async def _originals(
     conn: AsyncConnection, stored: dict[ClientKey, MessageRow]
-) -> dict[ClientKey, MessageView]:
+) -> dict[ClientKey, EncodedMessage]:
     """Each stored message as its own sender sees it (`reactions[].me` depends on the viewer)."""
     by_sender: dict[str, list[ClientKey]] = defaultdict(list)
     for key in stored:
         by_sender[key[1]].append(key)
-    out: dict[ClientKey, MessageView] = {}
+    out: dict[ClientKey, EncodedMessage] = {}
     for sender_id, keys in by_sender.items():
         found = await views.message_views(conn, [stored[k] for k in keys], sender_id)
-        out.update(zip(keys, found, strict=True))
+        out.update(zip(keys, map(EncodedMessage.of, found), strict=True))
     return out
 
 
 async def _insert(
     tx: Tx, event_log: EventLog, sends: Sequence[SendRequest], uploads: dict[str, MediaRow]
-) -> list[MessageView]:
+) -> list[EncodedMessage]:
     """Store new messages, their attachments and their events; seqs follow arrival order
     within each chat, and each chat's row is updated once."""
     if not sends:
@@ -374,11 +375,16 @@ async def _insert(
     if claims and await media_store.attach_many(tx.conn, claims) != len(claims):
         raise ClaimLost
     created = [
-        views.message_view(row, r.me, attachments=_files(r, uploads))
+        EncodedMessage.of(views.message_view(row, r.me, attachments=_files(r, uploads)))
         for row, r in zip(rows, sends, strict=True)
     ]
     await event_log.record_many(
-        tx, [MessageCreated(chat_id=v.chat_id, seq=v.seq, message=v) for v in created], now=now
+        tx,
+        [
+            MessageCreated(chat_id=m.view.chat_id, seq=m.view.seq, message=Raw(m.json))
+            for m in created
+        ],
+        now=now,
     )
     return created
 

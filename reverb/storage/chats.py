@@ -363,6 +363,16 @@ async def positions(conn: AsyncConnection, user_id: str) -> dict[str, int]:
     return {chat_id: int(seq) for chat_id, seq in await conn.execute(stmt)}
 
 
+async def group_ids(conn: AsyncConnection, user_id: str) -> list[str]:
+    """The groups the user is a member of."""
+    stmt = (
+        select(chats.c.id)
+        .select_from(chats.join(chat_members, chat_members.c.chat_id == chats.c.id))
+        .where(chat_members.c.user_id == user_id, chats.c.type == "group")
+    )
+    return list((await conn.execute(stmt)).scalars())
+
+
 async def sharing_users(conn: AsyncConnection, user_id: str) -> list[str]:
     """Everyone who shares at least one chat with the user (the user excluded)."""
     mine = select(chat_members.c.chat_id).where(chat_members.c.user_id == user_id)

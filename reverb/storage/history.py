@@ -2,8 +2,8 @@
 
 The statement checks the reader's membership, joins each message's sender, aggregates its
 reactions and attachments as JSON, and gives timestamps as the API writes them, so the rows
-turn into the response without any per-message work beyond building a dict
-(`services.views.message_page_json`). A page costs one statement whatever its length;
+turn into the response without any per-message work beyond building its struct
+(`services.views.message_page`). A page costs one statement whatever its length;
 `PAGE_COLUMNS` names what each row holds, in order.
 """
 

@@ -91,6 +91,11 @@ async def unattached_before(conn: AsyncConnection, before: datetime) -> list[Med
     return [_row(r) for r in await conn.execute(stmt)]
 
 
+async def unattached_of(conn: AsyncConnection, uploader_id: str) -> list[MediaRow]:
+    stmt = select(*_COLUMNS).where(media.c.message_id.is_(None), media.c.uploader_id == uploader_id)
+    return [_row(r) for r in await conn.execute(stmt)]
+
+
 async def delete_ids(conn: AsyncConnection, media_ids: Sequence[str]) -> None:
     if media_ids:
         await conn.execute(delete(media).where(media.c.id.in_(set(media_ids))))

@@ -48,6 +48,55 @@ users = Table(
     Column("last_seen_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Set by an administrator (`reverb users disable`): no login until it is cleared.
+    Column("disabled_at", UTCDateTime, nullable=True),
+    # When the owner proved the address with a mailed code.
+    Column("email_verified_at", UTCDateTime, nullable=True),
+)
+
+# The one live code per user and purpose ("verify", "reset"), stored as an HMAC: a 6-digit code
+# would be found from a plain hash in a million tries.
+email_codes = Table(
+    "email_codes",
+    metadata,
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("purpose", String(16), primary_key=True),
+    Column("code_hash", String(64), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# A login through a provider: (provider, subject) belongs to one account.
+identities = Table(
+    "identities",
+    metadata,
+    Column("provider", String(32), primary_key=True),
+    Column("subject", String(255), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_identities_user_id", "user_id"),
+)
+
+# A login sent to a provider and not yet back: what the callback must check it against.
+oauth_states = Table(
+    "oauth_states",
+    metadata,
+    Column("state", String(64), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("code_verifier", String(128), nullable=False),
+    Column("nonce", String(64), nullable=False),
+    Column("redirect_uri", String(2048), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# What the callback hands the app instead of tokens: traded once for a session.
+login_codes = Table(
+    "login_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
 )
 
 refresh_tokens = Table(

@@ -41,6 +41,38 @@ async def get_many(conn: AsyncConnection, user_ids: Sequence[str]) -> dict[str, 
     return {u.id: u for u in (_user(r._mapping) for r in rows)}
 
 
+async def find(conn: AsyncConnection, who: str, *, lock: bool = False) -> User | None:
+    """The user whose id, username or e-mail is `who` (for administrators, who may give any)."""
+    login = who.strip().lower()
+    stmt = select(*_USER_COLUMNS).where(
+        or_(users.c.id == who, users.c.username == login, users.c.email == login)
+    )
+    if lock:
+        stmt = stmt.with_for_update()
+    row = (await conn.execute(stmt)).first()
+    return _user(row._mapping) if row else None
+
+
+async def find_by_email(conn: AsyncConnection, email: str) -> User | None:
+    row = (await conn.execute(select(*_USER_COLUMNS).where(users.c.email == email))).first()
+    return _user(row._mapping) if row else None
+
+
+async def list_users(conn: AsyncConnection, *, search: str | None, limit: int) -> list[User]:
+    """Every account by username (disabled ones too), optionally those whose username or
+    e-mail contains `search`."""
+    stmt = select(*_USER_COLUMNS).order_by(users.c.username).limit(limit)
+    if search:
+        needle = search.strip().lower()
+        stmt = stmt.where(
+            or_(
+                users.c.username.contains(needle, autoescape=True),
+                users.c.email.contains(needle, autoescape=True),
+            )
+        )
+    return [_user(r._mapping) for r in await conn.execute(stmt)]
+
+
 async def get_with_hash_by_login(conn: AsyncConnection, login: str) -> tuple[User, str] | None:
     """The user whose username or email is `login` (already lower-cased), with the hash."""
     column = users.c.email if "@" in login else users.c.username
@@ -90,6 +122,8 @@ async def search(
         select(*_USER_COLUMNS)
         .where(
             users.c.id != exclude_id,
+            # Disabled and deleted accounts are not offered to start a chat with.
+            users.c.disabled_at.is_(None),
             or_(
                 users.c.username.contains(needle, autoescape=True),
                 func.lower(users.c.display_name).contains(needle, autoescape=True),

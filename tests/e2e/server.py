@@ -43,20 +43,30 @@ def server_env(database_url: str, **settings: str) -> dict[str, str]:
 
 
 def reverb_serve(
-    cwd: Path, env: Mapping[str, str] | None = None, *args: str
+    cwd: Path, env: Mapping[str, str] | None = None, *args: str, port: int | None = None
 ) -> AbstractContextManager[tuple[str, Path]]:
-    """Start `reverb serve` on a free port; yield its base URL and log file; stop it after."""
+    """Start `reverb serve` on `port` (else a free one); yield its base URL and log file; stop
+    it after."""
     return server_process(
-        cwd, env, lambda port: [sys.executable, "-m", "reverb", "serve", "--port", str(port), *args]
+        cwd,
+        env,
+        lambda port: [sys.executable, "-m", "reverb", "serve", "--port", str(port), *args],
+        port=port,
     )
 
 
 @contextmanager
 def server_process(
-    cwd: Path, env: Mapping[str, str] | None, argv: Callable[[int], list[str]]
+    cwd: Path,
+    env: Mapping[str, str] | None,
+    argv: Callable[[int], list[str]],
+    *,
+    port: int | None = None,
+    health: str = "/healthz",
 ) -> Iterator[tuple[str, Path]]:
-    """Start the server `argv(port)` runs on a free port; yield its base URL and log file."""
-    port = free_port()
+    """Start the server `argv(port)` runs on `port` (else a free one); yield its base URL and
+    log file once `health` answers 200."""
+    port = port or free_port()
     log_path = cwd / f"server-{port}.log"
     full_env = {**base_env(), **(env or {})}
     with log_path.open("wb") as log:
@@ -69,7 +79,7 @@ def server_process(
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_until_healthy(url, proc, log_path)
+            wait_until_healthy(url + health, proc, log_path)
             yield url, log_path
         finally:
             proc.terminate()
@@ -86,7 +96,7 @@ def wait_until_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) 
         if proc.poll() is not None:
             raise AssertionError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+            if httpx.get(url, timeout=1.0).status_code == 200:
                 return
         except httpx.TransportError:
             time.sleep(0.05)  # polling interval for the port to open, not a race cover
@@ -94,12 +104,13 @@ def wait_until_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) 
 
 
 def run_cli(
-    cwd: Path, *args: str, env: Mapping[str, str] | None = None
+    cwd: Path, *args: str, env: Mapping[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "reverb", *args],
         cwd=cwd,
         env={**base_env(), **(env or {})},
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,

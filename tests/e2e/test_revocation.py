@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REDIS_TEST_URL
 from tests.e2e.server import reverb_serve, server_env
 from tests.helpers import PASSWORD, register
+from tests.services import REDIS_TEST_URL
 
 pytestmark = pytest.mark.e2e
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from reverb import __version__
+from reverb.config import async_database_url
+from reverb.storage.db import Database
+from reverb.storage.migrate import head_revision
 from tests.conftest import TEST_SECRET
 from tests.e2e.server import reverb_serve, run_cli
 
@@ -152,3 +158,69 @@ def test_cli_refuses_bad_configuration(tmp_path: Path) -> None:
     assert url.returncode == 2 and "DATABASE_URL" in url.stderr
     workers = run_cli(tmp_path, "serve", "--workers", "2")
     assert workers.returncode == 2 and "REDIS_URL" in workers.stderr
+    values = run_cli(tmp_path, "serve", env={"PORT": "abc", "WS_QUEUE_SIZE": "-5"})
+    assert values.returncode == 2
+    assert one_line(values.stderr).startswith("reverb: configuration error: PORT: ")
+    assert "(got 'abc')" in values.stderr and "WS_QUEUE_SIZE: " in values.stderr
+
+
+def one_line(stderr: str) -> str:
+    """What a refused start printed: one line, no traceback."""
+    lines = [line for line in stderr.splitlines() if line.startswith("reverb: ")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+PRODUCTION = {"REVERB_ENV": "production", "JWT_SECRET": TEST_SECRET}
+
+
+def set_revision(url: str, revision: str) -> None:
+    async def run() -> None:
+        db = Database(async_database_url(url))
+        try:
+            async with db.transaction() as tx:
+                await tx.conn.execute(
+                    text("UPDATE alembic_version SET version_num = :r"), {"r": revision}
+                )
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+
+
+def test_production_refuses_a_database_behind_the_newest_migration(
+    tmp_path: Path, database_url: str
+) -> None:
+    set_revision(database_url, "0002")
+    try:
+        behind = run_cli(tmp_path, "serve", env={**PRODUCTION, "DATABASE_URL": database_url})
+    finally:
+        set_revision(database_url, str(head_revision()))
+    assert behind.returncode == 1
+    line = one_line(behind.stderr)
+    assert "is at migration 0002" in line and "reverb migrate" in line
+
+
+def test_serve_migrate_prepares_an_empty_database(tmp_path: Path) -> None:
+    env = {**PRODUCTION, "DATABASE_URL": "sqlite:///./empty.db"}
+    refused = run_cli(tmp_path, "serve", env=env)
+    assert refused.returncode == 1
+    assert "has no Reverb schema yet" in one_line(refused.stderr)
+    with reverb_serve(tmp_path, env, "--migrate") as (url, _):
+        assert httpx.get(f"{url}/readyz").status_code == 200
+
+
+def test_an_unreachable_database_at_start_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    env = {**PRODUCTION, "DATABASE_URL": f"postgresql://postgres:pw@127.0.0.1:{closed}/none"}
+    for command in ("serve", "migrate"):
+        done = run_cli(tmp_path, command, env=env)
+        assert done.returncode == 1
+        line = one_line(done.stderr)
+        assert (
+            f"cannot reach the database at postgresql+asyncpg://postgres:***@127.0.0.1:{closed}/none"
+            in line
+        )
+        assert "pw@" not in done.stderr

@@ -126,7 +126,7 @@ def _run(tmp_path: Path, env: dict[str, Any]) -> None:
 def test_a_new_shard_misses_nothing_after_ready_on_one_redis(
     tmp_path: Path, database_url: str
 ) -> None:
-    from tests.conftest import REDIS_TEST_URL
+    from tests.services import REDIS_TEST_URL
 
     _run(tmp_path, server_env(database_url, redis_url=REDIS_TEST_URL))
 

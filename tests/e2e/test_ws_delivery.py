@@ -16,10 +16,10 @@ import orjson
 import pytest
 
 from reverb.domain.events import LOGGED_TYPES
-from tests.conftest import REDIS_TEST_URL
 from tests.e2e.server import reverb_serve, server_env, server_process
 from tests.e2e.wsclient import Json, WsClient, raw_connect, raw_send_text
 from tests.helpers import events, group, register, send
+from tests.services import REDIS_TEST_URL
 
 pytestmark = pytest.mark.e2e
 

@@ -24,12 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
 
 from reverb.api.deps import Services
 from reverb.app import create_app
 from reverb.config import Settings
-from reverb.domain.events import Envelope, MemberRemoved, encode
+from reverb.domain.events import Envelope, Event, MemberRemoved, encode
 from reverb.realtime.bus import chat_topic
 from reverb.storage import chats as chat_store
 from reverb.storage.types import utcnow
@@ -584,10 +583,8 @@ class Rollback(Exception):
 MARKER = "test.marker"
 
 
-class Marker(BaseModel):
+class Marker(Event, tag=MARKER):
     """An envelope the test publishes itself, addressed to nobody, to order what it hears."""
-
-    type: str = MARKER
 
 
 async def append_then_roll_back(

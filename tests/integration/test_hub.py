@@ -26,7 +26,7 @@ from reverb.domain.events import Envelope, SessionRevoked, encode
 from reverb.realtime import hub as hub_module
 from reverb.realtime.bus import RECONNECTED, chat_topic
 from reverb.realtime.bus.memory import MemoryBus
-from reverb.realtime.connection import Connection, Raw
+from reverb.realtime.connection import Connection, OwnFrame
 from reverb.realtime.hub import REORDER_WAIT_S, Hub
 from reverb.realtime.protocol import CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED
 from reverb.realtime.transport import Transport
@@ -45,7 +45,7 @@ class Peer(Transport):
 
     def __init__(self, world: World, user: Session, max_queue: int, blocked: bool) -> None:
         self.user_id: str = user["user"]["id"]
-        self.sent: list[str] = []
+        self.sent: list[bytes] = []
         self.closes: list[int] = []
         self.sending = asyncio.Event()  # set once a send is under way (and, if blocked, stuck)
         self.unblock = asyncio.Event()
@@ -61,10 +61,10 @@ class Peer(Transport):
         )
         self.conn.start()
 
-    async def send(self, text: str) -> None:
+    async def send(self, data: bytes) -> None:
         self.sending.set()
         await self.unblock.wait()
-        self.sent.append(text)
+        self.sent.append(data)
         self._changed.set()
 
     async def close(self, code: int, reason: str) -> None:
@@ -79,13 +79,13 @@ class Peer(Transport):
 
     async def flush(self) -> None:
         """Wait until everything queued so far has been written (a marker frame comes back)."""
-        marker = f"marker-{uuid4().hex}"
-        self.conn.push(Raw(marker))
+        marker = f"marker-{uuid4().hex}".encode()
+        self.conn.push(OwnFrame(marker))
         await self.until(lambda: marker in self.sent)
         self.sent.remove(marker)
 
     def frames(self) -> list[dict[str, Any]]:
-        return [orjson.loads(text) for text in self.sent]
+        return [orjson.loads(data) for data in self.sent]
 
     def seqs(self, chat_id: str) -> list[int]:
         return [f["seq"] for f in self.frames() if f.get("chat_id") == chat_id and "seq" in f]
@@ -161,14 +161,14 @@ def gap_fills(where: str) -> float:
 
 
 def typing(chat_id: str, user_id: str) -> Envelope:
-    data = orjson.dumps({"type": "typing", "chat_id": chat_id, "user_id": user_id}).decode()
+    data = orjson.dumps({"type": "typing", "chat_id": chat_id, "user_id": user_id})
     return Envelope(type="typing", data=data, chat_id=chat_id)
 
 
 def presence(user_id: str, audience: str) -> Envelope:
     data = orjson.dumps(
         {"type": "presence", "user_id": user_id, "status": "online", "last_seen_at": None}
-    ).decode()
+    )
     return Envelope(type="presence", data=data, user_ids=(audience,))
 
 
@@ -319,7 +319,7 @@ async def test_reconnected_bus_makes_every_connection_catch_up_from_the_log(
     world.hub.dispatch(log[0])
     await peer.until_seqs(chat_id, [1])
     # 2..5 were lost while the bus was away.
-    world.hub.dispatch(Envelope(type=RECONNECTED, data=""))
+    world.hub.dispatch(Envelope(type=RECONNECTED, data=b""))
     await peer.until_seqs(chat_id, [1, 2, 3, 4, 5])
     for envelope in log:  # late copies change nothing
         world.hub.dispatch(envelope)
@@ -382,7 +382,7 @@ async def test_left_is_the_last_event_of_the_chat_the_user_gets(world: World) ->
     later = await world.read_log(chat_id, 4, None)
     world.hub.dispatch(later[1])  # 6 before 5: the hub reads 5 from the log
     await staying.until_seqs(chat_id, [1, 2, 3, 4, 5, 6])
-    world.hub.dispatch(Envelope(type=RECONNECTED, data=""))
+    world.hub.dispatch(Envelope(type=RECONNECTED, data=b""))
     await staying.flush()
     for p in (gone, other_tab):
         await p.flush()
@@ -576,11 +576,11 @@ async def test_a_shard_is_let_go_after_its_last_connection_and_followed_again(
     # Live-only envelopes tell what the bus brings (a logged one would be read from the log).
     second = world.peer(owner)
     world.hub.attach(second.conn, chat_id, 1)
-    typing = Envelope(type="typing", data='{"n":1}', chat_id=chat_id)
+    typing = Envelope(type="typing", data=b'{"n":1}', chat_id=chat_id)
     await world.bus.publish(typing)  # not followed: it never reaches this process
     await world.hub.follow(second.conn)
     assert world.hub.following(topic)
-    again = Envelope(type="typing", data='{"n":2}', chat_id=chat_id)
+    again = Envelope(type="typing", data=b'{"n":2}', chat_id=chat_id)
     await world.bus.publish(again)
     await second.until(lambda: bool(second.sent))
     await second.flush()

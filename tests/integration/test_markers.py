@@ -71,7 +71,7 @@ async def test_many_marks_of_one_member_make_one_write_and_one_event(
     got = await sub.next()
     assert got == Envelope(
         type="read",
-        data=f'{{"type":"read","chat_id":"{chat}","user_id":"{b["user"]["id"]}","seq":3}}',
+        data=f'{{"type":"read","chat_id":"{chat}","user_id":"{b["user"]["id"]}","seq":3}}'.encode(),
         chat_id=chat,
     )
     await nothing_more(bus, sub)

@@ -7,10 +7,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from reverb.config import Settings
-from tests.conftest import REDIS_TEST_URL, make_settings, serve_in_process
+from reverb.storage.db import Database
+from reverb.storage.migrate import head_revision
+from tests.conftest import make_settings, serve_in_process
 from tests.helpers import assert_problem, register
+from tests.services import REDIS_TEST_URL
 
 
 def closed_port() -> int:
@@ -63,6 +67,25 @@ async def test_not_ready_when_database_is_unreachable(tmp_path: object) -> None:
         r = await client.get("/readyz")
         assert r.status_code == 503
         assert r.json()["checks"] == {"database": "unavailable"}
+
+
+async def test_not_ready_while_the_schema_is_not_the_newest(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    assert (await client.get("/readyz")).status_code == 200
+    head = head_revision()
+    async with db.transaction() as tx:
+        await tx.conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
+    try:
+        r = await client.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["checks"] == {"database": "schema_mismatch"}
+    finally:
+        async with db.transaction() as tx:
+            await tx.conn.execute(
+                text("UPDATE alembic_version SET version_num = :head"), {"head": head}
+            )
+    assert (await client.get("/readyz")).status_code == 200
 
 
 async def test_metrics(client: httpx.AsyncClient) -> None:

@@ -121,7 +121,7 @@ async def test_the_hub_tells_the_cache_of_revocations_and_reconnects(
     )
     assert cache.user(a["user"]["id"]) is None
     assert cache.user(b["user"]["id"]) is not None
-    hub.dispatch(Envelope(type=RECONNECTED, data=""))
+    hub.dispatch(Envelope(type=RECONNECTED, data=b""))
     assert cache.user(b["user"]["id"]) is None
 
 
@@ -269,7 +269,7 @@ async def expected_page(
         ]
         rows = sorted((await message_store.get_many(conn, ids)).values(), key=lambda m: m.seq)
         items = await views.message_views(conn, rows, viewer_id)
-    return MessagePage(items=items, has_more=has_more).model_dump_json().encode()
+    return encode(MessagePage(items=items, has_more=has_more))
 
 
 Seqs = list[int]

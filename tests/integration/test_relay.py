@@ -22,11 +22,13 @@ TOPICS = frozenset({chat_topic("a"), chat_topic("b"), chat_topic("c"), BROADCAST
 
 
 def logged(chat_id: str, seq: int) -> Envelope:
-    return Envelope(type="message.created", data=f'{{"seq":{seq}}}', chat_id=chat_id, seq=seq)
+    return Envelope(
+        type="message.created", data=f'{{"seq":{seq}}}'.encode(), chat_id=chat_id, seq=seq
+    )
 
 
-REVOKED = Envelope(type="session.revoked", data='{"type":"session.revoked"}', user_ids=("u1",))
-TYPING = Envelope(type="typing", data='{"type":"typing"}', chat_id="a", exclude="u1")
+REVOKED = Envelope(type="session.revoked", data=b'{"type":"session.revoked"}', user_ids=("u1",))
+TYPING = Envelope(type="typing", data=b'{"type":"typing"}', chat_id="a", exclude="u1")
 
 
 def dropped() -> float:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
@@ -24,11 +25,12 @@ from reverb.app import create_app
 from reverb.config import Settings
 from reverb.domain.events import Envelope, MessageDeleted
 from reverb.domain.users import User
-from reverb.domain.wire import MessageView
+from reverb.domain.wire import EncodedMessage, MessageView, encode
 from reverb.errors import ReverbError
 from reverb.realtime.bus import chat_topic
 from reverb.services.chats import membership
 from reverb.services.messages import MessageService
+from reverb.services.sendbatch import Sent
 from reverb.storage import chats as chat_store
 from reverb.storage import events as event_store
 from reverb.storage import media as media_store
@@ -105,17 +107,20 @@ def error_of(outcome: object) -> tuple[object, ...]:
 
 
 def sent(outcome: object) -> tuple[MessageView, bool]:
+    """The message a send answered with (its JSON is the view's), and whether it is new."""
     assert isinstance(outcome, tuple), outcome
-    view, new = outcome
-    assert isinstance(view, MessageView) and isinstance(new, bool)
-    return view, new
+    message, new = outcome
+    assert isinstance(message, EncodedMessage) and isinstance(new, bool)
+    assert message.json == encode(message.view)
+    return message.view, new
 
 
 def json_of(view: MessageView) -> dict[str, Any]:
-    return view.model_dump(mode="json")
+    parsed: dict[str, Any] = orjson.loads(encode(view))
+    return parsed
 
 
-async def together(*sends: Awaitable[tuple[MessageView, bool]]) -> list[object]:
+async def together(*sends: Awaitable[Sent]) -> list[object]:
     """Hand every send in before any batch starts: they form one batch (if few enough)."""
     return list(await asyncio.gather(*sends, return_exceptions=True))
 
@@ -140,7 +145,7 @@ async def test_concurrent_sends_are_batched_gap_free_and_published_after_commit(
             # Published only after commit: the event is already readable by anyone.
             async with app.services.db.read() as conn:
                 logged = await event_store.after(conn, env.chat_id, env.seq - 1, 1)
-            assert [(r.seq, r.data) for r in logged] == [(env.seq, env.data)]
+            assert [(r.seq, r.data.encode()) for r in logged] == [(env.seq, env.data)]
             seen[env.chat_id].append(env.seq)
             count += 1
             if count == total:
@@ -150,8 +155,10 @@ async def test_concurrent_sends_are_batched_gap_free_and_published_after_commit(
         mine = []
         for k in range(rounds):
             content = f"{chat_id[-6:]} from {who} #{k}"
-            view, new = await app.messages.send(
-                me=users[who], chat_id=chat_id, content=content, client_id=f"{who}-{k}"
+            view, new = sent(
+                await app.messages.send(
+                    me=users[who], chat_id=chat_id, content=content, client_id=f"{who}-{k}"
+                )
             )
             assert new
             assert (view.chat_id, view.sender.id, view.content, view.client_id) == (
@@ -202,7 +209,7 @@ class Rollback(Exception):
     """Raised inside a transaction to make it roll back."""
 
 
-MARKER = Envelope(type="test.marker", data="{}")
+MARKER = Envelope(type="test.marker", data=b"{}")
 
 
 async def test_a_batch_of_events_is_published_only_after_its_commit(app: App) -> None:
@@ -473,7 +480,7 @@ async def test_callers_that_stop_waiting_do_not_disturb_the_others(app: App) -> 
     me_a, me_b = await app.user(a), await app.user(b)
     chat = await group(app.client, a, b)
 
-    def start(me: User, content: str) -> asyncio.Task[tuple[MessageView, bool]]:
+    def start(me: User, content: str) -> asyncio.Task[Sent]:
         return asyncio.create_task(app.messages.send(me=me, chat_id=chat, content=content))
 
     async def until(done: Callable[[], bool]) -> None:
@@ -503,12 +510,12 @@ async def test_callers_that_stop_waiting_do_not_disturb_the_others(app: App) -> 
     contents = [e["message"]["content"] for e in log]
     assert [e["seq"] for e in log] == list(range(1, len(log) + 1))
     assert contents[-1] == "after" and after["seq"] == len(log)
-    assert {v.content for v, _ in results} <= set(contents)
+    assert {v.view.content for v, _ in results} <= set(contents)
     assert len(contents) == len(set(contents)) and set(contents) <= {
         "gone early",
         "gone late",
         "after",
-        *(v.content for v, _ in results),
+        *(v.view.content for v, _ in results),
     }
 
 
@@ -518,13 +525,13 @@ async def test_a_lone_send_is_committed_at_once_and_leaves_no_task(app: App) -> 
     chat = await group(app.client, a, b)
 
     before = Batches.now()
-    view, new = await app.messages.send(me=me, chat_id=chat, content="solo", client_id="s-1")
+    view, new = sent(await app.messages.send(me=me, chat_id=chat, content="solo", client_id="s-1"))
     assert (Batches.now() - before) == Batches(1, 1, 0)
     assert new and view.seq == 1 and view.content == "solo"
     # Idle again: no committer task waits around between bursts.
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "send batches"]
 
-    again, new = await app.messages.send(me=me, chat_id=chat, content="dup", client_id="s-1")
+    again, new = sent(await app.messages.send(me=me, chat_id=chat, content="dup", client_id="s-1"))
     assert (again, new) == (view, False)
     body = await send(app.client, a, chat, "over http")
     assert body["seq"] == 2
@@ -546,7 +553,7 @@ async def test_close_answers_the_sends_handed_in_and_refuses_later_ones(app: App
     assert [e["message"]["content"] for e in await events(app.client, a, chat)] == [
         f"m{i}" for i in range(5)
     ]
-    assert [(await t)[0].seq for t in tasks] == [1, 2, 3, 4, 5]
+    assert [(await t)[0].view.seq for t in tasks] == [1, 2, 3, 4, 5]
     with pytest.raises(RuntimeError):
         await app.messages.send(me=me, chat_id=chat, content="too late")
 
@@ -693,15 +700,15 @@ async def test_a_send_racing_another_writer_of_its_client_id_answers_with_the_or
         async with db.transaction() as tx:
             await message_store.insert_messages(tx.conn, [theirs])
         before = Batches.now()
-        view, new = await app.messages.send(me=me_a, chat_id=chat, content="x", client_id="r-1")
+        view, new = sent(
+            await app.messages.send(me=me_a, chat_id=chat, content="x", client_id="r-1")
+        )
         assert (view.id, view.content, new) == (theirs["id"], theirs["content"], False)
         assert Batches.now() - before == Batches(1, 1, 0)
         assert await events(app.client, a, chat) == []
         return
 
-    async def racing(
-        theirs: dict[str, Any], *sends: Awaitable[tuple[MessageView, bool]]
-    ) -> list[object]:
+    async def racing(theirs: dict[str, Any], *sends: Awaitable[Sent]) -> list[object]:
         """The sends, while another transaction holds `theirs` uncommitted: its insert does
         not lock the chat, so the batch's check misses the key and its insert waits on it."""
         async with db.engine.connect() as conn:

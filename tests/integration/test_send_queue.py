@@ -5,7 +5,7 @@ order, and on PostgreSQL chats committed in parallel, a held chat holding up onl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
@@ -15,7 +15,7 @@ from sqlalchemy import select, text
 from reverb.domain.events import LoggedEvent
 from reverb.domain.wire import MessageView
 from reverb.services.eventlog import EventLog
-from reverb.services.sendbatch import SendBatcher
+from reverb.services.sendbatch import SendBatcher, Sent
 from reverb.storage.db import Database, Tx
 from reverb.storage.tables import chats
 from tests.helpers import group, register
@@ -28,7 +28,10 @@ from tests.integration.test_send_batches import (
 )
 from tests.integration.test_send_batches import app as app
 
-Sent = tuple[MessageView, bool]
+
+async def viewed(sending: Awaitable[Sent]) -> tuple[MessageView, bool]:
+    message, new = await sending
+    return message.view, new
 
 
 def batch_tasks() -> int:
@@ -89,8 +92,10 @@ async def test_a_chat_has_one_transaction_in_flight_and_other_chats_do_not_wait_
     me = await app.user(a)
     busy, free = await group(app.client, a, b), await group(app.client, a, b)
 
-    def start(chat_id: str, content: str) -> asyncio.Task[Sent]:
-        return asyncio.create_task(app.messages.send(me=me, chat_id=chat_id, content=content))
+    def start(chat_id: str, content: str) -> asyncio.Task[tuple[MessageView, bool]]:
+        return asyncio.create_task(
+            viewed(app.messages.send(me=me, chat_id=chat_id, content=content))
+        )
 
     batches = app.messages.batches
 
@@ -137,8 +142,10 @@ async def test_a_chat_locked_by_another_transaction_holds_up_only_its_own_sends(
     me = await app.user(a)
     locked, free = await group(app.client, a, b), await group(app.client, a, b)
 
-    def start(chat_id: str, content: str) -> asyncio.Task[Sent]:
-        return asyncio.create_task(app.messages.send(me=me, chat_id=chat_id, content=content))
+    def start(chat_id: str, content: str) -> asyncio.Task[tuple[MessageView, bool]]:
+        return asyncio.create_task(
+            viewed(app.messages.send(me=me, chat_id=chat_id, content=content))
+        )
 
     batches = app.messages.batches
 

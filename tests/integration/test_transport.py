@@ -23,6 +23,7 @@ from tests.redis_server import free_port
 WAIT_S = 10.0
 BIG = "x" * 70_000  # a 64-bit length field
 TEXTS = ["plain", "héllo 👋🏽 中文", "", "\u2028\x00end", BIG]
+DATA = [text.encode() for text in TEXTS]  # what the transport is given: UTF-8 bytes
 
 
 @dataclass
@@ -46,21 +47,21 @@ def app_for(probe: Probe) -> Any:
             while True:
                 command = await ws.receive_text()
                 if command == "each":
-                    for text in TEXTS:
-                        done = transport.write_now(text)
+                    for data in DATA:
+                        done = transport.write_now(data)
                         probe.answers.append(done)
                         if not done:
-                            await transport.send(text)
+                            await transport.send(data)
                 elif command == "many":
-                    done = transport.write_many_now(TEXTS)
+                    done = transport.write_many_now(DATA)
                     probe.answers.append(done)
                     if not done:
-                        for text in TEXTS:
-                            await transport.send(text)
+                        for data in DATA:
+                            await transport.send(data)
                 elif command == "fill":
                     # Bounded: the socket stops taking frames long before this many.
                     for _ in range(5_000):
-                        if not transport.write_now(BIG):
+                        if not transport.write_now(DATA[-1]):
                             break
                         probe.answers.append(True)
                     probe.filled.set()

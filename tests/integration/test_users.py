@@ -13,7 +13,7 @@ USER_FIELDS = {"id", "username", "display_name", "bio", "avatar_url", "status", 
 async def test_me_and_patch(client: httpx.AsyncClient) -> None:
     s = await register(client, "tom")
     me = (await client.get("/api/users/me", headers=s["headers"])).json()
-    assert set(me) == USER_FIELDS | {"email", "created_at"}
+    assert set(me) == USER_FIELDS | {"email", "email_verified", "created_at"}
     r = await client.patch(
         "/api/users/me",
         json={"display_name": " Tom ✨ ", "bio": 'مرحبا\u200f — "quotes" \'; DROP TABLE users;--'},

@@ -84,3 +84,18 @@ def test_redis_cluster_needs_a_redis_url(in_tmp: Path) -> None:
     )
     assert settings.redis_cluster is True
     assert load_settings(_env_file=None).redis_cluster is False
+
+
+def test_refused_values_are_named_as_they_are_set(in_tmp: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(port="abc", ws_queue_size=-5)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith("PORT: Input should be a valid integer")
+    assert "(got 'abc')" in message and "WS_QUEUE_SIZE: " in message and "(got -5)" in message
+
+
+def test_a_refused_secret_is_named_but_not_shown(in_tmp: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(jwt_secret=987654321987654321)
+    assert "JWT_SECRET" in str(refused.value) and "987654321" not in str(refused.value)

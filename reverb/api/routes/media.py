@@ -9,9 +9,10 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse
 
-from reverb.api.deps import CurrentUser, ServicesDep
+from reverb.api.deps import REQUIRE_VERIFIED, CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import Text
+from reverb.api.structs import Answer, returns
 from reverb.api.uploads import read_upload
 from reverb.domain.wire import MediaView
 from reverb.errors import ErrorCode, not_found
@@ -42,9 +43,13 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 @router.post(
-    "/api/media", status_code=201, openapi_extra=MULTIPART, responses=responses(401, 413, 415, 422)
+    "/api/media",
+    status_code=201,
+    openapi_extra=MULTIPART,
+    responses={**returns(MediaView, 201), **responses(401, 403, 413, 415, 422)},
+    dependencies=REQUIRE_VERIFIED,
 )
-async def upload(request: Request, user: CurrentUser, services: ServicesDep) -> MediaView:
+async def upload(request: Request, user: CurrentUser, services: ServicesDep) -> Answer:
     """Any file up to MAX_UPLOAD_BYTES; images (PNG, JPEG, WebP, GIF) get their size and a
     thumbnail. Attach it to a message with `attachment_ids`."""
     media = services.media
@@ -58,7 +63,7 @@ async def upload(request: Request, user: CurrentUser, services: ServicesDep) -> 
         filename=got.filename,
         content_type=got.content_type,
     )
-    return media_view(row)
+    return Answer(media_view(row), status_code=201)
 
 
 def _file(path: Any, content_type: str, filename: str | None) -> FileResponse:

@@ -5,9 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from reverb.api import cursors
-from reverb.api.deps import CurrentUser, ServicesDep
+from reverb.api.deps import REQUIRE_VERIFIED, CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import Id, Line, MessageEdit, MessageIn, MessagePage, Page, Seq, Text
+from reverb.api.structs import Answer, returns
 from reverb.domain.wire import MessageView
 from reverb.errors import invalid
 from reverb.services.messages import MAX_EMOJI
@@ -15,20 +16,19 @@ from reverb.services.messages import MAX_EMOJI
 # The service says what a reaction may be (clean_emoji); this states it for the schema.
 Emoji = Annotated[Line, Path(min_length=1, max_length=MAX_EMOJI)]
 
-router = APIRouter(prefix="/api/messages", tags=["messages"])
+router = APIRouter(prefix="/api/messages", tags=["messages"], dependencies=REQUIRE_VERIFIED)
 
 
 @router.post(
     "",
     status_code=201,
     responses={
-        200: {"model": MessageView, "description": "A retry: the original message"},
+        **returns(MessageView, 201, "The message, stored"),
+        **returns(MessageView, 200, "A retry: the original message"),
         **responses(401, 404, 422),
     },
 )
-async def send_message(
-    body: MessageIn, user: CurrentUser, services: ServicesDep, response: Response
-) -> MessageView:
+async def send_message(body: MessageIn, user: CurrentUser, services: ServicesDep) -> Answer:
     """Store a message (committed before anyone hears of it). The same `client_id` from the
     same sender in the same chat again answers 200 with the original: no second message."""
     message, created = await services.messages.send(
@@ -39,12 +39,12 @@ async def send_message(
         reply_to_id=body.reply_to_id,
         attachment_ids=body.attachment_ids,
     )
-    response.status_code = 201 if created else 200
-    return message
+    # The message's bytes as `message.created` carries them, not encoded again.
+    return Answer(message.json, status_code=201 if created else 200)
 
 
 # Declared before /{chat_id}, which would otherwise take "search" for a chat id.
-@router.get("/search", responses=responses(401, 404, 422))
+@router.get("/search", responses={**returns(Page[MessageView]), **responses(401, 404, 422)})
 async def search_messages(
     user: CurrentUser,
     services: ServicesDep,
@@ -52,7 +52,7 @@ async def search_messages(
     chat_id: Annotated[Id | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[cursors.Cursor | None, Query()] = None,
-) -> Page[MessageView]:
+) -> Answer:
     """Messages of the caller's chats containing every word of `q`, best match first."""
     if not q.strip():
         raise invalid("q must be a non-blank string", field="q")
@@ -60,12 +60,12 @@ async def search_messages(
     found, more = await services.messages.search(
         me=user, query=q, chat_id=chat_id, offset=offset, limit=limit
     )
-    return Page[MessageView](
-        items=found, next_cursor=cursors.encode(offset + limit) if more else None
+    return Answer(
+        Page[MessageView](items=found, next_cursor=cursors.encode(offset + limit) if more else None)
     )
 
 
-@router.get("/{chat_id}", response_model=MessagePage, responses=responses(401, 404, 422))
+@router.get("/{chat_id}", responses={**returns(MessagePage), **responses(401, 404, 422)})
 async def history(
     chat_id: Id,
     user: CurrentUser,
@@ -73,22 +73,25 @@ async def history(
     before: Annotated[Seq | None, Query()] = None,
     after: Annotated[Seq | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> Response:
+) -> Answer:
     """Ascending by seq. No cursor: the newest page. `before=SEQ`: the page before it
     (scroll-back; `has_more` says older ones exist). `after=SEQ`: the page after it (catch-up;
     `has_more` says newer ones exist)."""
-    # Already JSON, built from the rows: `response_model` above documents it.
-    body = await services.messages.history(
+    items, more = await services.messages.history(
         me=user, chat_id=chat_id, before=before, after=after, limit=limit
     )
-    return Response(body, media_type="application/json")
+    return Answer(MessagePage(items=items, has_more=more))
 
 
-@router.patch("/{message_id}", responses=responses(401, 403, 404, 409, 422))
+@router.patch(
+    "/{message_id}", responses={**returns(MessageView), **responses(401, 403, 404, 409, 422)}
+)
 async def edit_message(
     message_id: Id, body: MessageEdit, user: CurrentUser, services: ServicesDep
-) -> MessageView:
-    return await services.messages.edit(me=user, message_id=message_id, content=body.content)
+) -> Answer:
+    return Answer(
+        await services.messages.edit(me=user, message_id=message_id, content=body.content)
+    )
 
 
 @router.delete("/{message_id}", status_code=204, responses=responses(401, 403, 404, 422))

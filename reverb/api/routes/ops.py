@@ -17,7 +17,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", responses={503: {"model": Health}})
+@router.get("/readyz", responses={200: {"model": Health}, 503: {"model": Health}})
 async def readyz(services: ServicesDep) -> JSONResponse:
     checks = await services.health.check()
     ok = all(v == "ok" for v in checks.values())

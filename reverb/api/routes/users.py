@@ -10,41 +10,46 @@ from reverb.api.problems import responses
 from reverb.api.routes.media import MULTIPART
 from reverb.api.schemas import (
     USERNAME_PATTERN,
+    DeleteMe,
     Id,
-    MeOut,
     Page,
     PasswordChange,
     ProfilePatch,
     Text,
 )
+from reverb.api.structs import Answer, returns
 from reverb.api.uploads import read_upload
 from reverb.domain.users import User
-from reverb.domain.wire import UserView
+from reverb.domain.wire import MeView, UserView
 from reverb.errors import invalid
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 
 
-async def _me(user: User, services: Services) -> MeOut:
-    return MeOut.of(user, online=bool(await services.presence.online([user.id])))
+async def _me(user: User, services: Services) -> Answer:
+    return Answer(MeView.of(user, online=bool(await services.presence.online([user.id]))))
 
 
-@router.get("/me", responses=responses(401))
-async def me(user: CurrentUser, services: ServicesDep) -> MeOut:
+@router.get("/me", responses={**returns(MeView), **responses(401)})
+async def me(user: CurrentUser, services: ServicesDep) -> Answer:
     # Read again: the authenticated user may come from the access cache, a few seconds old.
     return await _me(await services.users.get(user.id), services)
 
 
-@router.patch("/me", responses=responses(401, 422))
-async def update_me(body: ProfilePatch, user: CurrentUser, services: ServicesDep) -> MeOut:
+@router.patch("/me", responses={**returns(MeView), **responses(401, 422)})
+async def update_me(body: ProfilePatch, user: CurrentUser, services: ServicesDep) -> Answer:
     updated = await services.users.update_profile(
         user=user, display_name=body.display_name, bio=body.bio
     )
     return await _me(updated, services)
 
 
-@router.put("/me/avatar", openapi_extra=MULTIPART, responses=responses(401, 413, 415, 422))
-async def set_avatar(request: Request, user: CurrentUser, services: ServicesDep) -> MeOut:
+@router.put(
+    "/me/avatar",
+    openapi_extra=MULTIPART,
+    responses={**returns(MeView), **responses(401, 413, 415, 422)},
+)
+async def set_avatar(request: Request, user: CurrentUser, services: ServicesDep) -> Answer:
     """PNG, JPEG, WebP or GIF, at most 5 MiB and 4096x4096: cropped to a square of at most
     512x512 and re-encoded as WebP without metadata."""
     got = await read_upload(
@@ -54,10 +59,21 @@ async def set_avatar(request: Request, user: CurrentUser, services: ServicesDep)
     return await _me(updated, services)
 
 
-@router.delete("/me/avatar", responses=responses(401))
-async def remove_avatar(user: CurrentUser, services: ServicesDep) -> MeOut:
+@router.delete("/me/avatar", responses={**returns(MeView), **responses(401)})
+async def remove_avatar(user: CurrentUser, services: ServicesDep) -> Answer:
     updated = await services.media.remove_avatar(me=user)
     return await _me(updated, services)
+
+
+@router.delete("/me", status_code=204, responses=responses(401, 403, 422, 429))
+async def delete_me(
+    body: DeleteMe, user: CurrentUser, services: ServicesDep, address: ClientAddress
+) -> Response:
+    """Delete the account, confirmed with its password: every session ends and sockets close,
+    the profile is anonymised and the e-mail freed, every group is left (an owner hands it on);
+    messages stay, shown from "Deleted user"."""
+    await services.deletion.delete(user=user, password=body.password, address=address)
+    return Response(status_code=204)
 
 
 @router.post("/me/password", status_code=204, responses=responses(401, 403, 422, 429))
@@ -74,14 +90,14 @@ async def change_password(
     return Response(status_code=204)
 
 
-@router.get("", responses=responses(401, 422))
+@router.get("", responses={**returns(Page[UserView]), **responses(401, 422)})
 async def search_users(
     user: CurrentUser,
     services: ServicesDep,
     search: Annotated[Text, Query(min_length=1, max_length=100)],
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[cursors.Cursor | None, Query()] = None,
-) -> Page[UserView]:
+) -> Answer:
     """Username or display name containing `search` (any case), or email equal to it."""
     query = search.strip()
     if not query:
@@ -93,13 +109,15 @@ async def search_users(
         caller=user, query=query, after=after, limit=limit
     )
     here = await services.presence.online([u.id for u in found])
-    return Page[UserView](
-        items=[UserView.of(u, online=u.id in here) for u in found],
-        next_cursor=cursors.encode(next_after) if next_after else None,
+    return Answer(
+        Page[UserView](
+            items=[UserView.of(u, online=u.id in here) for u in found],
+            next_cursor=cursors.encode(next_after) if next_after else None,
+        )
     )
 
 
-@router.get("/{user_id}", responses=responses(401, 404, 422))
-async def get_user(user_id: Id, _: CurrentUser, services: ServicesDep) -> UserView:
+@router.get("/{user_id}", responses={**returns(UserView), **responses(401, 404, 422)})
+async def get_user(user_id: Id, _: CurrentUser, services: ServicesDep) -> Answer:
     found = await services.users.get(user_id)
-    return UserView.of(found, online=bool(await services.presence.online([found.id])))
+    return Answer(UserView.of(found, online=bool(await services.presence.online([found.id]))))

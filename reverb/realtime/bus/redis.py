@@ -54,7 +54,7 @@ def to_wire(e: Envelope) -> bytes:
             "o": e.opens,
         }
     )
-    return header + b"\n" + e.data.encode()
+    return header + b"\n" + e.data  # the event's bytes as encoded once, not again
 
 
 def from_wire(raw: bytes) -> Envelope:
@@ -62,7 +62,7 @@ def from_wire(raw: bytes) -> Envelope:
     h = orjson.loads(header)
     return Envelope(
         type=h["t"],
-        data=data.decode(),
+        data=data,
         chat_id=h["c"],
         seq=h["s"],
         user_ids=tuple(h["u"]),
@@ -305,7 +305,7 @@ class _RedisSubscription(Subscription):
             self._tried.set()
             if failures:
                 log.info("bus: subscription restored")
-                self._queue.put_nowait(Envelope(type=RECONNECTED, data=""))
+                self._queue.put_nowait(Envelope(type=RECONNECTED, data=b""))
             failures = 0
             await self._lost.wait()
             log.warning("bus: subscription lost")

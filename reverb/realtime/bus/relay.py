@@ -54,7 +54,7 @@ EPHEMERAL = frozenset({"typing", "presence", "read", "delivered"})
 
 
 def repair_envelope(chat_ids: set[str]) -> Envelope:
-    return Envelope(type=REPAIR, data=orjson.dumps(sorted(chat_ids)).decode())
+    return Envelope(type=REPAIR, data=orjson.dumps(sorted(chat_ids)))
 
 
 def repaired_chats(envelope: Envelope) -> list[str]:
