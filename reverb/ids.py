@@ -8,7 +8,10 @@ import secrets
 import time
 import uuid
 
-_ID = re.compile(r"[0-9a-f]{32}")
+# What an id looks like on the wire: 32 lowercase hex digits (new_id below; media ids too).
+ID_LENGTH = 32
+ID_PATTERN = "^[0-9a-f]{32}$"
+_ID = re.compile(ID_PATTERN)
 
 
 def new_id() -> str:

@@ -43,8 +43,10 @@ def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
 
 
 def error_fields(body: dict[str, Any]) -> set[str]:
-    """The names of the fields a validation problem complains about."""
-    return {str(e["loc"][-1]) for e in body["errors"] if e["loc"]}
+    """The names of the fields a validation problem complains about (for an item of a list, the
+    list's name)."""
+    names = ([p for p in e["loc"] if isinstance(p, str)] for e in body["errors"])
+    return {n[-1] for n in names if n}
 
 
 async def group(

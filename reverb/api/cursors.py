@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Annotated
 
 import orjson
+from pydantic import StringConstraints
 
+from reverb import ids, text
 from reverb.errors import ReverbError, invalid
+
+# What `encode` writes (base64url, no padding), so the schema can say what a cursor looks like.
+Cursor = Annotated[str, StringConstraints(max_length=200, pattern="^[A-Za-z0-9_-]*$")]
 
 
 def encode(value: object) -> str:
@@ -32,7 +38,7 @@ def bad_cursor() -> ReverbError:
 
 def decode_str(cursor: str) -> str:
     value = decode(cursor)
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not text.is_text(value):
         raise bad_cursor()
     return value
 
@@ -52,10 +58,15 @@ def decode_keyset(cursor: str) -> tuple[datetime, str]:
     value = decode(cursor)
     if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
         raise bad_cursor()
-    try:
-        at = datetime.fromisoformat(value[0])
-    except ValueError:
-        raise bad_cursor() from None
-    if at.tzinfo is None:
+    stamp, key = value
+    if not ids.is_id(key):
         raise bad_cursor()
-    return at, value[1]
+    try:
+        at = datetime.fromisoformat(stamp)
+        if at.tzinfo is None:
+            raise bad_cursor()
+        # In UTC, as the database compares it: a time near the ends of the calendar whose offset
+        # carries it past them (0001-01-01T00:00:00+14:00) is no time at all.
+        return at.astimezone(UTC), key
+    except (ValueError, OverflowError):
+        raise bad_cursor() from None

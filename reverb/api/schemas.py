@@ -7,29 +7,76 @@ structs, like the views they carry (`reverb.domain.wire`), answered with `api.st
 from __future__ import annotations
 
 import re
-from typing import Annotated, Generic, Literal, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     StringConstraints,
-    field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
+from reverb import text
 from reverb.domain.events import LOGGED_EVENTS
 from reverb.domain.users import IssuedTokens
 from reverb.domain.wire import SCHEMA_REF, MessageView, MeView
+from reverb.ids import ID_LENGTH, ID_PATTERN
 
 T = TypeVar("T")
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9_.]{3,32}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """`Annotated` metadata: a rule of reverb.text, checked after the constraints before it (so
+    on the stripped value where whitespace is stripped), its pattern stated in the schema."""
+
+    pattern: str
+    holds: Callable[[str], bool]
+    message: str
+
+    def _check(self, value: str) -> str:
+        if not self.holds(value):
+            raise ValueError(self.message)
+        return value
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        out = handler(schema)
+        out["pattern"] = self.pattern
+        return out
+
+
+TEXT = _Rule(
+    text.TEXT_PATTERN, text.is_text, "must not contain NUL characters or unpaired UTF-16 surrogates"
+)
+LINE = _Rule(text.LINE_PATTERN, text.is_line, "must not contain control characters")
+
+# Every string a client sends is Text, a Line or an Id, in bodies, query and path parameters.
+Text = Annotated[str, TEXT]
+Line = Annotated[str, LINE]
+Id = Annotated[
+    str, StringConstraints(min_length=ID_LENGTH, max_length=ID_LENGTH, pattern=ID_PATTERN)
+]
 
 
 def _username(value: str) -> str:
@@ -39,38 +86,25 @@ def _username(value: str) -> str:
     return value
 
 
-def _one_line(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
-Username = Annotated[str, Field(max_length=64), AfterValidator(_username)]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
-Secret = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
-DisplayName = Annotated[
+# The pattern states the rule as the schema sees the raw value: surrounding whitespace and capitals
+# are allowed (and taken off).
+Username = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
-    AfterValidator(_one_line),
+    Field(max_length=64, pattern=r"^\s*[A-Za-z0-9_.]{3,32}\s*$"),
+    AfterValidator(_username),
 ]
-Bio = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
-
-
-def no_nul(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
+Password = Annotated[str, StringConstraints(min_length=8, max_length=1024), TEXT]
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=1024), TEXT]
+DisplayName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), LINE
+]
+Bio = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500), TEXT]
 
 
 class Input(BaseModel):
     # Unknown fields are refused, so a typo in a field name is an error, not a silent no-op.
-    model_config = ConfigDict(extra="forbid")
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: object) -> object:
-        return no_nul(value) if isinstance(value, str) else value
+    # Strict: JSON `false` is not the number 0, nor "5" the number 5.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Problem(BaseModel):
@@ -127,8 +161,8 @@ class RegisterIn(Input):
 
 
 class LoginIn(Input):
-    email: Annotated[str, StringConstraints(min_length=1, max_length=320)] | None = None
-    username: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    email: Annotated[str, StringConstraints(min_length=1, max_length=320), TEXT] | None = None
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64), TEXT] | None = None
     password: Secret
 
     @model_validator(mode="after")
@@ -142,8 +176,17 @@ class LoginIn(Input):
         return self.email if self.email is not None else (self.username or "")
 
 
+class TokenForm(BaseModel):
+    """The OAuth2 password form (RFC 6749, 4.3) that the Authorize button of /api/docs sends;
+    `username` may be an email. Other OAuth2 fields are ignored."""
+
+    grant_type: Annotated[str, StringConstraints(pattern="^password$")] = "password"
+    username: Annotated[str, StringConstraints(min_length=1, max_length=320), TEXT]
+    password: Secret
+
+
 Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
-Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(str.lower)]
+Email = Annotated[EmailStr, Field(max_length=320), TEXT, AfterValidator(str.lower)]
 
 
 class ForgotIn(Input):
@@ -167,7 +210,7 @@ class Accepted(Struct, kw_only=True):
 
 
 class LoginCodeIn(Input):
-    login_code: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    login_code: Annotated[str, StringConstraints(min_length=1, max_length=128), TEXT]
 
 
 class ProviderOut(Struct, kw_only=True):
@@ -209,26 +252,30 @@ class Health(BaseModel):
 # --- chats and messages ------------------------------------------------------------------------
 
 # Sequence numbers are stored as 32-bit integers; larger values can only be mistakes.
-Seq = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+def _whole(value: object) -> object:
+    # JSON Schema counts 1.0 as an integer, so this does too; 1.5, true and "1" stay refused.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Seq = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(_whole)]
 ChatName = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_one_line),
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), LINE
 ]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)]
-IdRef = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000), TEXT]
 
 
 class DirectChatIn(Input):
     type: Literal["direct"]
-    user_id: IdRef
+    user_id: Id
 
 
 class GroupChatIn(Input):
     type: Literal["group"]
     name: ChatName
     description: Description = ""
-    member_ids: Annotated[list[IdRef], Field(max_length=1000)] = Field(default_factory=list)
+    member_ids: Annotated[list[Id], Field(max_length=1000)] = Field(default_factory=list)
 
 
 ChatIn = Annotated[DirectChatIn | GroupChatIn, Field(discriminator="type")]
@@ -240,7 +287,7 @@ class ChatPatch(Input):
 
 
 class MemberIn(Input):
-    user_id: IdRef
+    user_id: Id
 
 
 class RoleIn(Input):
@@ -252,18 +299,18 @@ class SeqIn(Input):
 
 
 class MessageIn(Input):
-    chat_id: IdRef
+    chat_id: Id
     # Length and blankness are checked by the service (422 content_too_long), which the
     # WebSocket path shares.
-    content: str
-    client_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
-    reply_to_id: IdRef | None = None
+    content: Text
+    client_id: Annotated[str, StringConstraints(min_length=1, max_length=128), TEXT] | None = None
+    reply_to_id: Id | None = None
     # Checked by the service (at most 10, each the sender's own unattached upload).
-    attachment_ids: Annotated[list[IdRef], Field(max_length=100)] = Field(default_factory=list)
+    attachment_ids: Annotated[list[Id], Field(max_length=100)] = Field(default_factory=list)
 
 
 class MessageEdit(Input):
-    content: str
+    content: Text
 
 
 class MessagePage(Struct, kw_only=True):

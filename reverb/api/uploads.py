@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect
 from starlette.types import Message
 
+from reverb import text
 from reverb.errors import ErrorCode, ReverbError, invalid
 
 # Room for the multipart framing around the file (boundaries and part headers).
@@ -71,6 +72,11 @@ async def _read(request: Request, limit: int, scratch: Path) -> Upload:
         file = form.get("file")
         if not isinstance(file, UploadFile):
             raise invalid("send the file in the multipart field 'file'", field="file")
+        for value in (file.filename, file.content_type):
+            if value is not None and not text.is_text(value):
+                raise invalid(
+                    "the file's name and type must not contain NUL characters", field="file"
+                )
         size = await anyio.to_thread.run_sync(_copy, file.file, scratch, limit)
         return Upload(scratch, size, file.filename, file.content_type)
     finally:

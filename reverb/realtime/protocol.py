@@ -14,26 +14,23 @@ import msgspec
 import orjson
 from msgspec import Meta
 
+from reverb.ids import ID_LENGTH, ID_PATTERN
+from reverb.text import TEXT_PATTERN
+
 # Close codes (RFC 6455 leaves 4000-4999 to applications): the HTTP status they echo.
 CLOSE_UNAUTHORIZED = 4401  # bad, expired or revoked token
 CLOSE_AUTH_TIMEOUT = 4408  # no auth frame in time
 CLOSE_TOO_SLOW = 4013  # the outgoing queue overflowed; resume with `since`
 CLOSE_FLOODING = 4429  # kept sending over the rate limit
 
-Ref = Annotated[str, Meta(max_length=128)] | int
-ChatId = Annotated[str, Meta(min_length=1, max_length=64)]
+# The same rules as the REST API's (reverb.api.schemas): every string is text (no NUL, no
+# unpaired surrogate), every id looks like one.
+Text = Annotated[str, Meta(pattern=TEXT_PATTERN)]
+Id = Annotated[str, Meta(min_length=ID_LENGTH, max_length=ID_LENGTH, pattern=ID_PATTERN)]
+# An integer ref is echoed in the answer, so it must be one the encoder can write (64 bits).
+Ref = Annotated[Text, Meta(max_length=128)] | Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Seq = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 MAX_SINCE = 10_000  # chats one auth frame may name
-
-
-def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_nul(k) for k in value)
-    return False
 
 
 class Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -43,41 +40,35 @@ class Frame(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
     ref: Ref | None = None
 
-    def __post_init__(self) -> None:
-        # PostgreSQL text cannot hold NUL: refuse it as a bad frame, not a database error.
-        for name in self.__struct_fields__:
-            if _has_nul(getattr(self, name)):
-                raise ValueError(f"`{name}` must not contain NUL characters")
-
     @property
     def type(self) -> str:
         return str(self.__struct_config__.tag)
 
 
 class AuthFrame(Frame, frozen=True, tag="auth"):
-    token: Annotated[str, Meta(min_length=1, max_length=4096)]
-    since: Annotated[dict[ChatId, Seq], Meta(max_length=MAX_SINCE)] = {}
+    token: Annotated[Text, Meta(min_length=1, max_length=4096)]
+    since: Annotated[dict[Id, Seq], Meta(max_length=MAX_SINCE)] = {}
 
 
 class SendFrame(Frame, frozen=True, tag="message.send"):
-    chat_id: ChatId
-    content: str
-    client_id: Annotated[str, Meta(min_length=1, max_length=128)]
-    reply_to_id: ChatId | None = None
-    attachment_ids: Annotated[list[ChatId], Meta(max_length=100)] = []
+    chat_id: Id
+    content: Text
+    client_id: Annotated[Text, Meta(min_length=1, max_length=128)]
+    reply_to_id: Id | None = None
+    attachment_ids: Annotated[list[Id], Meta(max_length=100)] = []
 
 
 class TypingFrame(Frame, frozen=True, tag="typing"):
-    chat_id: ChatId
+    chat_id: Id
 
 
 class ReadFrame(Frame, frozen=True, tag="read"):
-    chat_id: ChatId
+    chat_id: Id
     seq: Seq
 
 
 class DeliveredFrame(Frame, frozen=True, tag="delivered"):
-    chat_id: ChatId
+    chat_id: Id
     seq: Seq
 
 
@@ -110,9 +101,11 @@ def parse(text: str) -> ClientFrame | BadFrame:
         raw: Any = orjson.loads(text)
     except orjson.JSONDecodeError:  # numbers out of range (1e999, integers over 64 bits)
         return BadFrame(f"the frame is not valid JSON here: {detail}")
-    ref = raw.get("ref") if isinstance(raw, dict) else None
-    if not isinstance(ref, str | int) or isinstance(ref, bool):
-        ref = None  # only a string or an integer ref is echoed
+    try:
+        # Only a ref that is one (text or an integer) is echoed.
+        ref = msgspec.convert(raw.get("ref") if isinstance(raw, dict) else None, Ref | None)
+    except msgspec.ValidationError:
+        ref = None
     kind = raw.get("type") if isinstance(raw, dict) else None
     return BadFrame(detail, ref, type=kind if isinstance(kind, str) else None)
 

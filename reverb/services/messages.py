@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from reverb import ids
+from reverb import ids, text
 from reverb.domain.events import MessageDeleted, MessageUpdated, ReactionUpdated
 from reverb.domain.users import User
 from reverb.domain.wire import MessageView
@@ -24,7 +23,6 @@ from reverb.storage.types import utcnow
 
 MAX_CONTENT = 4000  # characters (code points), after trimming: the API contract
 MAX_EMOJI = 32
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 MAX_ATTACHMENTS = 10  # the API contract
@@ -42,13 +40,16 @@ def clean_content(content: str, *, may_be_empty: bool = False) -> str:
             field="content",
             code=ErrorCode.CONTENT_TOO_LONG,
         )
-    if "\x00" in trimmed:
-        raise invalid("content must not contain NUL characters", field="content")
+    if not text.is_text(trimmed):
+        raise invalid(
+            "content must not contain NUL characters or unpaired UTF-16 surrogates",
+            field="content",
+        )
     return trimmed
 
 
 def clean_emoji(emoji: str) -> str:
-    if not emoji.strip() or len(emoji) > MAX_EMOJI or _CONTROL.search(emoji):
+    if not emoji.strip() or len(emoji) > MAX_EMOJI or not text.is_line(emoji):
         raise invalid(
             f"a reaction is a short non-blank string (at most {MAX_EMOJI} characters)",
             field="emoji",

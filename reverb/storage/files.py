@@ -11,11 +11,14 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 _KEY = re.compile(r"[a-z0-9]+(?:[/._-][a-z0-9]+)*")
+# Far above any key the server makes, and below NAME_MAX (255), so a client's over-long name is
+# simply not a key rather than an error from the file system.
+MAX_KEY = 200
 
 
 def check_key(key: str) -> str:
     """Refuse anything that could name a path outside the store (.., /, NUL, ...)."""
-    if not _KEY.fullmatch(key) or ".." in key:
+    if len(key) > MAX_KEY or not _KEY.fullmatch(key) or ".." in key:
         raise ValueError("not a storage key")
     return key
 

@@ -299,11 +299,16 @@ async def test_frames_into_a_foreign_chat_are_chat_not_found(
             {"type": "read", "seq": 0},
             {"type": "delivered", "seq": 0},
         ]
-        for target in (chat, "no-such-chat"):
+        # Someone else's chat, one that does not exist, and what cannot be a chat id at all.
+        for target, code in [
+            (chat, "chat_not_found"),
+            ("0" * 32, "chat_not_found"),
+            ("no-such-chat", "invalid_frame"),
+        ]:
             for i, attempt in enumerate(attempts):
                 ref = f"{target}-{i}"
                 await ws.send({**attempt, "chat_id": target, "ref": ref})
-                assert_error(await reply(ws, ref), "chat_not_found", ref)
+                assert_error(await reply(ws, ref), code, ref)
 
         assert await events(srv.http, bob, chat) == []
         for member in members:

@@ -53,7 +53,7 @@ async def test_direct_chat_is_access_or_create(client: httpx.AsyncClient) -> Non
     [
         ({"type": "direct", "user_id": "SELF"}, 422, "validation_error"),
         ({"type": "direct", "user_id": "0" * 32}, 404, "user_not_found"),
-        ({"type": "direct", "user_id": "not-an-id"}, 404, "user_not_found"),
+        ({"type": "direct", "user_id": "not-an-id"}, 422, "validation_error"),
         ({"type": "direct"}, 422, "validation_error"),
         ({"type": "direct", "user_id": 7}, 422, "validation_error"),
         ({"type": "channel", "name": "x"}, 422, "validation_error"),

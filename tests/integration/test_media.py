@@ -723,7 +723,6 @@ async def test_concurrent_avatar_replacements_leave_one_file(client: httpx.Async
 
 HOSTILE_NAMES = [
     (b"../../etc/passwd", "passwd"),
-    (b"a\x00b.txt", "ab.txt"),
     (b"/abs/path.txt", "path.txt"),
     (b"C:\\evil\\x.txt", "x.txt"),
     (b"..\\..\\evil.txt", "evil.txt"),
@@ -758,6 +757,12 @@ async def test_client_filenames_never_name_a_stored_file(database_url: str, tmp_
             assert f.content == data
             disposition = f.headers["content-disposition"]
             assert not {"/", "\\", "\x00", '"', "\r", "\n"} & set(disposition), disposition
+        # A name with NUL in it is not text: refused, nothing stored.
+        body, content_type = raw_multipart(b"a\x00b.txt", b"data", b"text/plain")
+        r = await client.post(
+            "/api/media", content=body, headers={**a["headers"], "content-type": content_type}
+        )
+        assert error_fields(assert_problem(r, 422, "validation_error")) == {"file"}
 
     assert_only(folder, keys)
     assert os.listdir(box) == ["media"]
@@ -806,7 +811,6 @@ async def test_paths_that_climb_out_of_the_media_folder_are_not_found(
             "/media/avatars/..%2Fm%2F" + m["id"],
             "/media/avatars/%2Fetc%2Fpasswd",
             "/media/avatars/..%5C..%5Csecret.txt",
-            "/media/" + m["id"] + "%00",
             "/media/" + m["id"] + "%2F..%2F..%2F..%2Fsecret.txt",
             "/media/.tmp",
             "/media/m",
@@ -815,6 +819,9 @@ async def test_paths_that_climb_out_of_the_media_folder_are_not_found(
             assert r.status_code == 404, (path, r.status_code, r.text)
             assert b"TOP-SECRET" not in r.content
             assert b"root:" not in r.content
+        # NUL is not text: refused as such, wherever it is.
+        for path in ["/media/" + m["id"] + "%00", "/media/avatars/x%00.webp"]:
+            assert_problem(await client.get(path), 422, "validation_error")
 
 
 # --- attachments ---------------------------------------------------------------------------

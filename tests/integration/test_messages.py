@@ -107,13 +107,23 @@ async def test_bad_messages_are_422_and_store_nothing(
     assert await events(client, a, chat) == []
 
 
-@pytest.mark.parametrize("chat_id", ["0" * 32, "nope", "'; --", "x" * 64])
-async def test_send_to_unknown_chat_is_404(client: httpx.AsyncClient, chat_id: str) -> None:
+@pytest.mark.parametrize(
+    ("chat_id", "status", "code"),
+    [
+        ("0" * 32, 404, "chat_not_found"),
+        ("nope", 422, "validation_error"),
+        ("'; --", 422, "validation_error"),
+        ("x" * 64, 422, "validation_error"),
+    ],
+)
+async def test_send_to_unknown_chat_is_refused(
+    client: httpx.AsyncClient, chat_id: str, status: int, code: str
+) -> None:
     a = await register(client)
     r = await client.post(
         "/api/messages", json={"chat_id": chat_id, "content": "hi"}, headers=a["headers"]
     )
-    assert_problem(r, 404, "chat_not_found")
+    assert_problem(r, status, code)
 
 
 async def test_client_id_makes_sends_idempotent(client: httpx.AsyncClient) -> None:

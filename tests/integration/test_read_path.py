@@ -208,7 +208,7 @@ async def test_a_history_page_takes_one_statement_and_two_when_empty(
     assert_problem(r, 404, "chat_not_found")
     assert len(seen) == 2, seen
     r, seen = await history(client, b, "not-an-id")
-    assert_problem(r, 404, "chat_not_found")
+    assert_problem(r, 422, "validation_error")
     assert seen == []
 
 

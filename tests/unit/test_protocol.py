@@ -27,6 +27,8 @@ from reverb.realtime.protocol import (
 )
 
 SEQ_MAX = 2**31 - 1
+# Ids as the server makes them (32 hex digits): anything else is a bad frame.
+C1, C2, C3, M1 = "c1" * 16, "c2" * 16, "c3" * 16, "e1" * 16
 
 
 def frame(**fields: Any) -> str:
@@ -52,42 +54,42 @@ def bad(text: str) -> BadFrame:
             AuthFrame(token="tok", since={}),
         ),
         (
-            {"type": "auth", "token": "tok", "since": {"c1": 0, "c2": 17, "c3": SEQ_MAX}},
-            AuthFrame(token="tok", since={"c1": 0, "c2": 17, "c3": SEQ_MAX}),
+            {"type": "auth", "token": "tok", "since": {C1: 0, C2: 17, C3: SEQ_MAX}},
+            AuthFrame(token="tok", since={C1: 0, C2: 17, C3: SEQ_MAX}),
         ),
         (
-            {"type": "message.send", "chat_id": "c1", "content": "héllo 👋", "client_id": "k1"},
-            SendFrame(chat_id="c1", content="héllo 👋", client_id="k1"),
+            {"type": "message.send", "chat_id": C1, "content": "héllo 👋", "client_id": "k1"},
+            SendFrame(chat_id=C1, content="héllo 👋", client_id="k1"),
         ),
         (
             {
                 "type": "message.send",
-                "chat_id": "c1",
+                "chat_id": C1,
                 "content": "",
                 "client_id": "k1",
-                "reply_to_id": "m1",
+                "reply_to_id": M1,
             },
-            SendFrame(chat_id="c1", content="", client_id="k1", reply_to_id="m1"),
+            SendFrame(chat_id=C1, content="", client_id="k1", reply_to_id=M1),
         ),
         (
             {
                 "type": "message.send",
-                "chat_id": "c1",
+                "chat_id": C1,
                 "content": "x",
                 "client_id": "k1",
                 "reply_to_id": None,
             },
-            SendFrame(chat_id="c1", content="x", client_id="k1"),
+            SendFrame(chat_id=C1, content="x", client_id="k1"),
         ),
-        ({"type": "typing", "chat_id": "c1"}, TypingFrame(chat_id="c1")),
-        ({"type": "read", "chat_id": "c1", "seq": 0}, ReadFrame(chat_id="c1", seq=0)),
+        ({"type": "typing", "chat_id": C1}, TypingFrame(chat_id=C1)),
+        ({"type": "read", "chat_id": C1, "seq": 0}, ReadFrame(chat_id=C1, seq=0)),
         (
-            {"type": "read", "chat_id": "c1", "seq": SEQ_MAX},
-            ReadFrame(chat_id="c1", seq=SEQ_MAX),
+            {"type": "read", "chat_id": C1, "seq": SEQ_MAX},
+            ReadFrame(chat_id=C1, seq=SEQ_MAX),
         ),
         (
-            {"type": "delivered", "chat_id": "c1", "seq": 5},
-            DeliveredFrame(chat_id="c1", seq=5),
+            {"type": "delivered", "chat_id": C1, "seq": 5},
+            DeliveredFrame(chat_id=C1, seq=5),
         ),
         ({"type": "ping"}, PingFrame()),
     ],
@@ -102,16 +104,16 @@ def test_every_frame_type_parses_to_its_model(
     assert result.ref is None
 
 
-@pytest.mark.parametrize("ref", ["r-1", "", "x" * 128, 0, 7, -3, 2**63])
+@pytest.mark.parametrize("ref", ["r-1", "", "x" * 128, 0, 7, -3, 2**63 - 1, -(2**63)])
 @pytest.mark.parametrize(
     "fields",
     [
         {"type": "ping"},
-        {"type": "typing", "chat_id": "c1"},
-        {"type": "read", "chat_id": "c1", "seq": 1},
-        {"type": "delivered", "chat_id": "c1", "seq": 1},
+        {"type": "typing", "chat_id": C1},
+        {"type": "read", "chat_id": C1, "seq": 1},
+        {"type": "delivered", "chat_id": C1, "seq": 1},
         {"type": "auth", "token": "t"},
-        {"type": "message.send", "chat_id": "c1", "content": "x", "client_id": "k"},
+        {"type": "message.send", "chat_id": C1, "content": "x", "client_id": "k"},
     ],
     ids=lambda v: v["type"] if isinstance(v, dict) else "",
 )
@@ -128,7 +130,7 @@ def test_unknown_fields_are_ignored() -> None:
 
 
 def test_parsed_frames_are_immutable() -> None:
-    result = parse(frame(type="read", chat_id="c1", seq=3))
+    result = parse(frame(type="read", chat_id=C1, seq=3))
     assert isinstance(result, ReadFrame)
     with pytest.raises(AttributeError, match="immutable"):
         result.seq = 4  # type: ignore[misc]
@@ -196,10 +198,10 @@ def test_unknown_type_keeps_the_ref(ref: str | int) -> None:
 
 
 def test_missing_type_keeps_the_ref() -> None:
-    assert bad(frame(ref="r9", chat_id="c1")).ref == "r9"
+    assert bad(frame(ref="r9", chat_id=C1)).ref == "r9"
 
 
-@pytest.mark.parametrize("ref", [1.5, None, [1], {"a": 1}, True, False])
+@pytest.mark.parametrize("ref", [1.5, None, [1], {"a": 1}, True, False, 2**63, "x\x00", "x" * 129])
 def test_a_ref_that_is_not_str_or_int_is_not_echoed(ref: object) -> None:
     assert bad(frame(type="nope", ref=ref)).ref is None
 
@@ -209,12 +211,12 @@ def test_a_ref_that_is_not_str_or_int_is_not_echoed(ref: object) -> None:
     [
         ({"type": "auth"}, "token"),
         ({"type": "message.send", "content": "x", "client_id": "k"}, "chat_id"),
-        ({"type": "message.send", "chat_id": "c", "client_id": "k"}, "content"),
-        ({"type": "message.send", "chat_id": "c", "content": "x"}, "client_id"),
+        ({"type": "message.send", "chat_id": C1, "client_id": "k"}, "content"),
+        ({"type": "message.send", "chat_id": C1, "content": "x"}, "client_id"),
         ({"type": "typing"}, "chat_id"),
-        ({"type": "read", "chat_id": "c"}, "seq"),
+        ({"type": "read", "chat_id": C1}, "seq"),
         ({"type": "read", "seq": 1}, "chat_id"),
-        ({"type": "delivered", "chat_id": "c"}, "seq"),
+        ({"type": "delivered", "chat_id": C1}, "seq"),
         ({"type": "delivered", "seq": 1}, "chat_id"),
     ],
 )
@@ -236,27 +238,27 @@ def test_missing_fields_are_bad_frames_naming_the_field(
         {"type": "message.send", "chat_id": 5, "content": "x", "client_id": "k"},
         {"type": "message.send", "chat_id": "", "content": "x", "client_id": "k"},
         {"type": "message.send", "chat_id": "c" * 65, "content": "x", "client_id": "k"},
-        {"type": "message.send", "chat_id": "c", "content": 5, "client_id": "k"},
-        {"type": "message.send", "chat_id": "c", "content": None, "client_id": "k"},
-        {"type": "message.send", "chat_id": "c", "content": ["x"], "client_id": "k"},
-        {"type": "message.send", "chat_id": "c", "content": "x", "client_id": ""},
-        {"type": "message.send", "chat_id": "c", "content": "x", "client_id": "k" * 129},
-        {"type": "message.send", "chat_id": "c", "content": "x", "client_id": 1},
+        {"type": "message.send", "chat_id": C1, "content": 5, "client_id": "k"},
+        {"type": "message.send", "chat_id": C1, "content": None, "client_id": "k"},
+        {"type": "message.send", "chat_id": C1, "content": ["x"], "client_id": "k"},
+        {"type": "message.send", "chat_id": C1, "content": "x", "client_id": ""},
+        {"type": "message.send", "chat_id": C1, "content": "x", "client_id": "k" * 129},
+        {"type": "message.send", "chat_id": C1, "content": "x", "client_id": 1},
         {
             "type": "message.send",
-            "chat_id": "c",
+            "chat_id": C1,
             "content": "x",
             "client_id": "k",
             "reply_to_id": 1,
         },
         {"type": "typing", "chat_id": {"id": "c"}},
         {"type": "typing", "chat_id": None},
-        {"type": "read", "chat_id": "c", "seq": "x"},
-        {"type": "read", "chat_id": "c", "seq": None},
-        {"type": "read", "chat_id": "c", "seq": [1]},
-        {"type": "read", "chat_id": "c", "seq": {"n": 1}},
-        {"type": "read", "chat_id": "c", "seq": 1.5},
-        {"type": "delivered", "chat_id": "c", "seq": "1.5"},
+        {"type": "read", "chat_id": C1, "seq": "x"},
+        {"type": "read", "chat_id": C1, "seq": None},
+        {"type": "read", "chat_id": C1, "seq": [1]},
+        {"type": "read", "chat_id": C1, "seq": {"n": 1}},
+        {"type": "read", "chat_id": C1, "seq": 1.5},
+        {"type": "delivered", "chat_id": C1, "seq": "1.5"},
         {"type": "delivered", "chat_id": 1, "seq": 1},
         {"type": "ping", "ref": 1.5},
         {"type": "ping", "ref": [1]},
@@ -269,7 +271,7 @@ def test_wrong_types_and_sizes_are_bad_frames(fields: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("kind", ["read", "delivered"])
 def test_a_boolean_is_not_a_seq(kind: str) -> None:
-    bad(frame(type=kind, chat_id="c", seq=True))
+    bad(frame(type=kind, chat_id=C1, seq=True))
 
 
 def test_a_boolean_ref_is_not_turned_into_an_int() -> None:
@@ -286,7 +288,7 @@ def test_a_boolean_ref_is_not_turned_into_an_int() -> None:
 )
 def test_negative_or_huge_seq_is_a_bad_frame(kind: str, seq: int | float) -> None:
     # By hand: orjson does not serialize integers beyond 64 bits.
-    result = bad(f'{{"type": "{kind}", "chat_id": "c", "seq": {seq}, "ref": "r"}}')
+    result = bad(f'{{"type": "{kind}", "chat_id": "{C1}", "seq": {seq}, "ref": "r"}}')
     assert "seq" in result.detail
     assert result.ref == "r"
 
@@ -294,13 +296,13 @@ def test_negative_or_huge_seq_is_a_bad_frame(kind: str, seq: int | float) -> Non
 @pytest.mark.parametrize(
     "since",
     [
-        {"c": -1},
-        {"c": SEQ_MAX + 1},
-        {"c": 2**63},
-        {"c": "x"},
-        {"c": None},
-        {"c": 1.5},
-        {"c": [1]},
+        {C1: -1},
+        {C1: SEQ_MAX + 1},
+        {C1: 2**63},
+        {C1: "x"},
+        {C1: None},
+        {C1: 1.5},
+        {C1: [1]},
         {"": 1},
         {"c" * 65: 1},
         [],
@@ -318,12 +320,12 @@ def test_auth_since_with_bad_values_is_a_bad_frame(since: object) -> None:
 
 
 def test_auth_since_with_a_huge_seq_literal_is_a_bad_frame() -> None:
-    result = bad('{"type": "auth", "token": "t", "since": {"c": 1' + "0" * 40 + "}}")
+    result = bad('{"type": "auth", "token": "t", "since": {"' + C1 + '": 1' + "0" * 40 + "}}")
     assert "since" in result.detail
 
 
 def test_auth_since_naming_too_many_chats_is_a_bad_frame() -> None:
-    at_limit = {f"c{i}": i for i in range(MAX_SINCE)}
+    at_limit = {f"{i:032x}": i for i in range(MAX_SINCE)}
     ok = parse(frame(type="auth", token="t", since=at_limit))
     assert isinstance(ok, AuthFrame) and len(ok.since) == MAX_SINCE
     over = {**at_limit, "one-more": 1}
@@ -442,7 +444,7 @@ def test_flood_guard_spread_out_refusals_never_trip() -> None:
 @pytest.mark.parametrize(
     "frame",
     [
-        {"type": "message.send", "chat_id": "c", "content": "hi", "client_id": "a\x00b"},
+        {"type": "message.send", "chat_id": C1, "content": "hi", "client_id": "a\x00b"},
         {"type": "message.send", "chat_id": "c\x00", "content": "hi", "client_id": "a"},
         {"type": "auth", "token": "tok\x00en"},
     ],

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Form, Path, Query, Response
 from fastapi.responses import RedirectResponse
-from fastapi.security import OAuth2PasswordRequestForm
 
 from reverb.api.deps import ClientAddress, CurrentUser, ServicesDep
 from reverb.api.problems import responses
@@ -19,6 +18,8 @@ from reverb.api.schemas import (
     RegisterIn,
     ResetIn,
     SessionOut,
+    Text,
+    TokenForm,
     TokenOut,
 )
 from reverb.api.structs import Answer, returns
@@ -68,7 +69,7 @@ async def logout_all(user: CurrentUser, services: ServicesDep) -> Response:
 
 @router.post("/token", responses={**returns(TokenOut), **responses(401, 422, 429)})
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[TokenForm, Form()],
     services: ServicesDep,
     address: ClientAddress,
 ) -> Answer:
@@ -135,7 +136,7 @@ ProviderName = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,32}$")]
 )
 async def oauth_start(
     provider: ProviderName,
-    redirect_uri: Annotated[str, Query(min_length=1, max_length=2048)],
+    redirect_uri: Annotated[Text, Query(min_length=1, max_length=2048)],
     services: ServicesDep,
 ) -> RedirectResponse:
     """Off to the provider (authorization code with PKCE, `state` and, for OpenID Connect,
@@ -154,9 +155,9 @@ async def oauth_start(
 async def oauth_callback(
     provider: ProviderName,
     services: ServicesDep,
-    state: Annotated[str | None, Query(max_length=128)] = None,
-    code: Annotated[str | None, Query(max_length=2048)] = None,
-    error: Annotated[str | None, Query(max_length=256)] = None,
+    state: Annotated[Text | None, Query(max_length=128)] = None,
+    code: Annotated[Text | None, Query(max_length=2048)] = None,
+    error: Annotated[Text | None, Query(max_length=256)] = None,
 ) -> RedirectResponse:
     """Back from the provider: on to the app's `redirect_uri` with `?login_code=` (traded at
     /api/auth/oauth/exchange within 60 s) or `?error=`."""

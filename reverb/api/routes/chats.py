@@ -13,6 +13,7 @@ from reverb.api.schemas import (
     ChatPatch,
     DirectChatIn,
     EventPage,
+    Id,
     MemberIn,
     Page,
     RoleIn,
@@ -30,7 +31,7 @@ async def list_chats(
     user: CurrentUser,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[cursors.Cursor | None, Query()] = None,
 ) -> Answer:
     """The caller's chats, most recent activity first."""
     before = cursors.decode_keyset(cursor) if cursor else None
@@ -60,14 +61,14 @@ async def create_chat(body: ChatIn, user: CurrentUser, services: ServicesDep) ->
     return Answer(group, status_code=201)
 
 
-@router.get("/{chat_id}", responses={**returns(ChatView), **responses(401, 404)})
-async def get_chat(chat_id: str, user: CurrentUser, services: ServicesDep) -> Answer:
+@router.get("/{chat_id}", responses={**returns(ChatView), **responses(401, 404, 422)})
+async def get_chat(chat_id: Id, user: CurrentUser, services: ServicesDep) -> Answer:
     return Answer(await services.chats.get(me=user, chat_id=chat_id))
 
 
 @router.patch("/{chat_id}", responses={**returns(ChatView), **responses(401, 403, 404, 409, 422)})
 async def update_chat(
-    chat_id: str, body: ChatPatch, user: CurrentUser, services: ServicesDep
+    chat_id: Id, body: ChatPatch, user: CurrentUser, services: ServicesDep
 ) -> Answer:
     """Rename or describe a group (owner or admin)."""
     return Answer(
@@ -77,8 +78,10 @@ async def update_chat(
     )
 
 
-@router.get("/{chat_id}/members", responses={**returns(Page[MemberView]), **responses(401, 404)})
-async def list_members(chat_id: str, user: CurrentUser, services: ServicesDep) -> Answer:
+@router.get(
+    "/{chat_id}/members", responses={**returns(Page[MemberView]), **responses(401, 404, 422)}
+)
+async def list_members(chat_id: Id, user: CurrentUser, services: ServicesDep) -> Answer:
     """Every member, longest-standing first, with their read and delivered markers."""
     members = await services.chats.members(me=user, chat_id=chat_id)
     return Answer(Page[MemberView](items=members, next_cursor=None))
@@ -90,7 +93,7 @@ async def list_members(chat_id: str, user: CurrentUser, services: ServicesDep) -
     responses={**returns(MemberView, 201), **responses(401, 403, 404, 409, 422)},
 )
 async def add_member(
-    chat_id: str, body: MemberIn, user: CurrentUser, services: ServicesDep
+    chat_id: Id, body: MemberIn, user: CurrentUser, services: ServicesDep
 ) -> Answer:
     member = await services.chats.add_member(me=user, chat_id=chat_id, user_id=body.user_id)
     return Answer(member, status_code=201)
@@ -101,7 +104,7 @@ async def add_member(
     responses={**returns(MemberView), **responses(401, 403, 404, 409, 422)},
 )
 async def set_role(
-    chat_id: str, user_id: str, body: RoleIn, user: CurrentUser, services: ServicesDep
+    chat_id: Id, user_id: Id, body: RoleIn, user: CurrentUser, services: ServicesDep
 ) -> Answer:
     return Answer(
         await services.chats.set_role(me=user, chat_id=chat_id, user_id=user_id, role=body.role)
@@ -109,10 +112,10 @@ async def set_role(
 
 
 @router.delete(
-    "/{chat_id}/members/{user_id}", status_code=204, responses=responses(401, 403, 404, 409)
+    "/{chat_id}/members/{user_id}", status_code=204, responses=responses(401, 403, 404, 409, 422)
 )
 async def remove_member(
-    chat_id: str, user_id: str, user: CurrentUser, services: ServicesDep
+    chat_id: Id, user_id: Id, user: CurrentUser, services: ServicesDep
 ) -> Response:
     """Remove a member (owner or admin), or leave (your own id). An owner who leaves hands
     ownership to the longest-standing admin, else the longest-standing member."""
@@ -121,9 +124,7 @@ async def remove_member(
 
 
 @router.post("/{chat_id}/read", status_code=204, responses=responses(401, 404, 422))
-async def mark_read(
-    chat_id: str, body: SeqIn, user: CurrentUser, services: ServicesDep
-) -> Response:
+async def mark_read(chat_id: Id, body: SeqIn, user: CurrentUser, services: ServicesDep) -> Response:
     """`last_read_seq` becomes max(old, min(seq, last_seq)); it never moves backwards."""
     await services.markers.mark(me=user, chat_id=chat_id, seq=body.seq, read=True)
     return Response(status_code=204)
@@ -131,7 +132,7 @@ async def mark_read(
 
 @router.post("/{chat_id}/delivered", status_code=204, responses=responses(401, 404, 422))
 async def mark_delivered(
-    chat_id: str, body: SeqIn, user: CurrentUser, services: ServicesDep
+    chat_id: Id, body: SeqIn, user: CurrentUser, services: ServicesDep
 ) -> Response:
     """As the WebSocket `delivered` frame: raises `last_delivered_seq`, never lowers it."""
     await services.markers.mark(me=user, chat_id=chat_id, seq=body.seq, read=False)
@@ -140,7 +141,7 @@ async def mark_delivered(
 
 @router.get("/{chat_id}/events", responses={**returns(EventPage), **responses(401, 404, 422)})
 async def list_events(
-    chat_id: str,
+    chat_id: Id,
     user: CurrentUser,
     services: ServicesDep,
     after: Annotated[Seq, Query()] = 0,

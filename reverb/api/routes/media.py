@@ -11,6 +11,7 @@ from starlette.responses import FileResponse
 
 from reverb.api.deps import REQUIRE_VERIFIED, CurrentUser, ServicesDep
 from reverb.api.problems import responses
+from reverb.api.schemas import Text
 from reverb.api.structs import Answer, returns
 from reverb.api.uploads import read_upload
 from reverb.domain.wire import MediaView
@@ -30,6 +31,7 @@ MULTIPART: dict[str, Any] = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {"file": {"type": "string", "format": "binary"}},
+                    "additionalProperties": False,
                 }
             }
         },
@@ -82,8 +84,8 @@ def _file(path: Any, content_type: str, filename: str | None) -> FileResponse:
     return FileResponse(path, media_type=content_type, headers=headers)
 
 
-@router.get("/media/{media_id}", responses=responses(404), response_class=FileResponse)
-async def get_file(media_id: str, services: ServicesDep) -> FileResponse:
+@router.get("/media/{media_id}", responses=responses(404, 422), response_class=FileResponse)
+async def get_file(media_id: Text, services: ServicesDep) -> FileResponse:
     row = await services.media.get(media_id)
     path = services.media.path(media_key(row.id)) if row else None
     if row is None or path is None:
@@ -91,8 +93,10 @@ async def get_file(media_id: str, services: ServicesDep) -> FileResponse:
     return _file(path, row.content_type, row.filename)
 
 
-@router.get("/media/{media_id}/thumbnail", responses=responses(404), response_class=FileResponse)
-async def get_thumbnail(media_id: str, services: ServicesDep) -> FileResponse:
+@router.get(
+    "/media/{media_id}/thumbnail", responses=responses(404, 422), response_class=FileResponse
+)
+async def get_thumbnail(media_id: Text, services: ServicesDep) -> FileResponse:
     row = await services.media.get(media_id)
     path = services.media.path(thumbnail_key(row.id)) if row and row.has_thumbnail else None
     if path is None:
@@ -100,8 +104,8 @@ async def get_thumbnail(media_id: str, services: ServicesDep) -> FileResponse:
     return _file(path, "image/webp", None)
 
 
-@router.get("/media/avatars/{name}", responses=responses(404), response_class=FileResponse)
-async def get_avatar(name: str, services: ServicesDep) -> FileResponse:
+@router.get("/media/avatars/{name}", responses=responses(404, 422), response_class=FileResponse)
+async def get_avatar(name: Text, services: ServicesDep) -> FileResponse:
     try:
         path = services.media.path(f"avatars/{name}")
     except ValueError:

@@ -2,15 +2,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from reverb.api import cursors
 from reverb.api.deps import REQUIRE_VERIFIED, CurrentUser, ServicesDep
 from reverb.api.problems import responses
-from reverb.api.schemas import MessageEdit, MessageIn, MessagePage, Page, Seq
+from reverb.api.schemas import Id, Line, MessageEdit, MessageIn, MessagePage, Page, Seq, Text
 from reverb.api.structs import Answer, returns
 from reverb.domain.wire import MessageView
 from reverb.errors import invalid
+from reverb.services.messages import MAX_EMOJI
+
+# The service says what a reaction may be (clean_emoji); this states it for the schema.
+Emoji = Annotated[Line, Path(min_length=1, max_length=MAX_EMOJI)]
 
 router = APIRouter(prefix="/api/messages", tags=["messages"], dependencies=REQUIRE_VERIFIED)
 
@@ -44,13 +48,13 @@ async def send_message(body: MessageIn, user: CurrentUser, services: ServicesDep
 async def search_messages(
     user: CurrentUser,
     services: ServicesDep,
-    q: Annotated[str, Query(min_length=1, max_length=200)],
-    chat_id: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[Text, Query(min_length=1, max_length=200)],
+    chat_id: Annotated[Id | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[cursors.Cursor | None, Query()] = None,
 ) -> Answer:
     """Messages of the caller's chats containing every word of `q`, best match first."""
-    if not q.strip() or "\x00" in q:
+    if not q.strip():
         raise invalid("q must be a non-blank string", field="q")
     offset = cursors.decode_int(cursor) if cursor else 0
     found, more = await services.messages.search(
@@ -63,7 +67,7 @@ async def search_messages(
 
 @router.get("/{chat_id}", responses={**returns(MessagePage), **responses(401, 404, 422)})
 async def history(
-    chat_id: str,
+    chat_id: Id,
     user: CurrentUser,
     services: ServicesDep,
     before: Annotated[Seq | None, Query()] = None,
@@ -83,15 +87,15 @@ async def history(
     "/{message_id}", responses={**returns(MessageView), **responses(401, 403, 404, 409, 422)}
 )
 async def edit_message(
-    message_id: str, body: MessageEdit, user: CurrentUser, services: ServicesDep
+    message_id: Id, body: MessageEdit, user: CurrentUser, services: ServicesDep
 ) -> Answer:
     return Answer(
         await services.messages.edit(me=user, message_id=message_id, content=body.content)
     )
 
 
-@router.delete("/{message_id}", status_code=204, responses=responses(401, 403, 404))
-async def delete_message(message_id: str, user: CurrentUser, services: ServicesDep) -> Response:
+@router.delete("/{message_id}", status_code=204, responses=responses(401, 403, 404, 422))
+async def delete_message(message_id: Id, user: CurrentUser, services: ServicesDep) -> Response:
     """Leaves a tombstone: `deleted: true`, empty content, no reactions."""
     await services.messages.delete(me=user, message_id=message_id)
     return Response(status_code=204)
@@ -101,7 +105,7 @@ async def delete_message(message_id: str, user: CurrentUser, services: ServicesD
     "/{message_id}/reactions/{emoji}", status_code=204, responses=responses(401, 404, 409, 422)
 )
 async def add_reaction(
-    message_id: str, emoji: str, user: CurrentUser, services: ServicesDep
+    message_id: Id, emoji: Emoji, user: CurrentUser, services: ServicesDep
 ) -> Response:
     await services.messages.react(me=user, message_id=message_id, emoji=emoji, add=True)
     return Response(status_code=204)
@@ -111,7 +115,7 @@ async def add_reaction(
     "/{message_id}/reactions/{emoji}", status_code=204, responses=responses(401, 404, 422)
 )
 async def remove_reaction(
-    message_id: str, emoji: str, user: CurrentUser, services: ServicesDep
+    message_id: Id, emoji: Emoji, user: CurrentUser, services: ServicesDep
 ) -> Response:
     await services.messages.react(me=user, message_id=message_id, emoji=emoji, add=False)
     return Response(status_code=204)

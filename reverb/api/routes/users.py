@@ -9,7 +9,15 @@ from reverb.api import cursors
 from reverb.api.deps import ClientAddress, CurrentUser, Services, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.routes.media import MULTIPART
-from reverb.api.schemas import USERNAME_PATTERN, DeleteMe, Page, PasswordChange, ProfilePatch
+from reverb.api.schemas import (
+    USERNAME_PATTERN,
+    DeleteMe,
+    Id,
+    Page,
+    PasswordChange,
+    ProfilePatch,
+    Text,
+)
 from reverb.api.structs import Answer, returns
 from reverb.api.uploads import read_upload
 from reverb.domain.users import User
@@ -103,13 +111,13 @@ async def change_password(
 async def search_users(
     user: CurrentUser,
     services: ServicesDep,
-    search: Annotated[str, Query(min_length=1, max_length=100)],
+    search: Annotated[Text, Query(min_length=1, max_length=100)],
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[cursors.Cursor | None, Query()] = None,
 ) -> Answer:
     """Username or display name containing `search` (any case), or email equal to it."""
     query = search.strip()
-    if not query or "\x00" in query:
+    if not query:
         raise invalid("search must be a non-blank string", field="search")
     after = cursors.decode_str(cursor) if cursor else None
     if after is not None and not USERNAME_PATTERN.fullmatch(after):
@@ -126,7 +134,7 @@ async def search_users(
     )
 
 
-@router.get("/{user_id}", responses={**returns(UserView), **responses(401, 404)})
-async def get_user(user_id: str, _: CurrentUser, services: ServicesDep) -> Answer:
+@router.get("/{user_id}", responses={**returns(UserView), **responses(401, 404, 422)})
+async def get_user(user_id: Id, _: CurrentUser, services: ServicesDep) -> Answer:
     found = await services.users.get(user_id)
     return Answer(UserView.of(found, online=bool(await services.presence.online([found.id]))))
