@@ -157,8 +157,9 @@ class Session:
             if message["type"] == "websocket.disconnect":
                 return None
             frame = self._parse(message)
-            if isinstance(frame, BadFrame) and frame.type == "auth":
-                # An auth frame whose token is missing, empty or absurd: a bad token.
+            if isinstance(frame, BadFrame) and frame.type == "auth" and not frame.about("since"):
+                # An auth frame whose token is missing, empty or absurd: a bad token. A bad
+                # `since` (over MAX_SINCE chats, say) is a bad frame, answered as one below.
                 await self._refuse(CLOSE_UNAUTHORIZED, "invalid or expired token")
                 return None
             if isinstance(frame, BadFrame):
@@ -230,16 +231,17 @@ class Session:
         for chat_id, last in current.items():
             rt.hub.attach(conn, chat_id, min(auth.since.get(chat_id, last), last))
         await rt.hub.follow(conn)
+        # One read, however many chats `since` names: the user's chats as they are now, and the
+        # events that removed them from others (other ids are simply not in the answer).
+        standing = await rt.chats.standing(user_id=user.id)
         for chat_id, seq in auth.since.items():
-            if chat_id in current:
-                if seq < current[chat_id]:
-                    conn.push(CatchUp(chat_id))
-            else:
-                removal = await rt.chats.removal_since(chat_id=chat_id, user_id=user.id, after=seq)
-                if removal is not None:
-                    conn.push(Raw(removal.data))
-        # Anything committed between the first read and the subscriptions above:
-        for chat_id, last in (await rt.chats.positions(user_id=user.id)).items():
+            removal = None if chat_id in current else standing.removals.get(chat_id)
+            if removal is not None and removal.seq > seq:
+                conn.push(Raw(removal.data))
+        # Behind at either read, including anything committed in between: one catch-up each
+        # (it runs once the writer starts, and reads to the end of the log).
+        for chat_id in current.keys() | standing.positions.keys():
+            last = max(current.get(chat_id, 0), standing.positions.get(chat_id, 0))
             if chat_id in conn.positions and last > conn.positions[chat_id]:
                 conn.push(CatchUp(chat_id))
 

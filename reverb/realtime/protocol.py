@@ -96,6 +96,10 @@ class BadFrame:
     code: str = "invalid_frame"
     type: str | None = None  # the frame's own `type`, when it named one
 
+    def about(self, field: str) -> bool:
+        """Whether the fault is in `field` (msgspec names the path it failed at)."""
+        return f"at `$.{field}" in self.detail
+
 
 def parse(text: str) -> ClientFrame | BadFrame:
     try:
