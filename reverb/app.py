@@ -36,6 +36,7 @@ from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.passwords import Passwords
 from reverb.services.publish import Publisher
+from reverb.services.ratelimits import RateLimiter
 from reverb.services.tokens import AccessTokens
 from reverb.services.users import UserService
 from reverb.storage.db import Database
@@ -110,6 +111,7 @@ def build_services(settings: Settings) -> Services:
             db=db, files=LocalBlobStore(settings.media_dir), settings=settings, sessions=sessions
         ),
         health=HealthService(db=db, redis=redis),
+        limiter=RateLimiter(settings),
     )
 
 
@@ -137,6 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
                 db=services.db, publisher=services.publisher, redis=services.redis
             ),
             presence=presence,
+            limiter=services.limiter,
         )
         await hub.start()
         services.publisher.relay.start()

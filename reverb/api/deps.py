@@ -21,6 +21,7 @@ from reverb.services.markers import Markers
 from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.publish import Publisher
+from reverb.services.ratelimits import RateLimiter
 from reverb.services.users import UserService
 from reverb.storage.db import Database
 
@@ -42,6 +43,7 @@ class Services:
     publisher: Publisher
     presence: PresenceService
     media: MediaService
+    limiter: RateLimiter
 
 
 # Dependencies are `async def` though they never await: FastAPI runs a plain `def` on a worker

@@ -51,6 +51,7 @@ from reverb.services.chats import ChatService
 from reverb.services.live import PresenceService, TypingService
 from reverb.services.markers import Markers
 from reverb.services.messages import MessageService
+from reverb.services.ratelimits import RateLimiter, Rule
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -77,6 +78,7 @@ class Realtime:
     markers: Markers
     typing: TypingService
     presence: PresenceService
+    limiter: RateLimiter
 
 
 def _frame(kind: str, ref: str | int | None = None, **fields: object) -> str:
@@ -113,8 +115,6 @@ class Session:
         self.rt = rt
         self.state = ConnectionState()
         now = time.monotonic()
-        s = rt.settings
-        self.bucket = TokenBucket(s.ws_send_rate, s.ws_send_burst, now)
         self.marker_bucket = TokenBucket(MARKER_RATE, MARKER_BURST, now)
         self.flood = FloodGuard(FLOOD_LIMIT, FLOOD_WINDOW_S)
 
@@ -157,6 +157,8 @@ class Session:
             if message["type"] == "websocket.disconnect":
                 return None
             frame = self._parse(message)
+            if frame.type == "auth" and await self._auth_limited(frame.ref):
+                return None
             if isinstance(frame, BadFrame) and frame.type == "auth" and not frame.about("since"):
                 # An auth frame whose token is missing, empty or absurd: a bad token. A bad
                 # `since` (over MAX_SINCE chats, say) is a bad frame, answered as one below.
@@ -177,6 +179,18 @@ class Session:
                     return None
                 self.state.to(State.READY)
                 return frame, user
+
+    async def _auth_limited(self, ref: str | int | None) -> bool:
+        """Count an auth attempt of the client's address; over the limit, refuse and close."""
+        address = self.ws.client.host if self.ws.client else "unknown"
+        wait = await self.rt.limiter.retry_after(Rule.WS_AUTH, address)
+        if wait is None:
+            return False
+        detail = f"too many auth attempts from this address; try again in {wait} s"
+        with contextlib.suppress(Exception):
+            await self.ws.send_text(_error(ErrorCode.RATE_LIMITED, detail, ref))
+        await self._refuse(CLOSE_FLOODING, "too many auth attempts")
+        return True
 
     @staticmethod
     def _parse(message: Mapping[str, Any]) -> ClientFrame | BadFrame:
@@ -281,7 +295,8 @@ class Session:
         if isinstance(frame, AuthFrame):
             return _error("invalid_frame", "already authenticated", ref)
         if isinstance(frame, SendFrame):
-            if not self.bucket.take(time.monotonic()):
+            # The same rule, and per user the same budget, as `POST /api/messages`.
+            if await rt.limiter.retry_after(Rule.MESSAGES, user.id) is not None:
                 return self._rate_limited(conn, "slow down", ref)
             message, _ = await rt.messages.send(
                 me=user,

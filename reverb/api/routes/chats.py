@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from reverb.api import cursors
+from reverb.api import cursors, limits
 from reverb.api.deps import CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import (
@@ -43,8 +43,9 @@ async def list_chats(
     status_code=201,
     responses={
         200: {"model": ChatView, "description": "The existing direct chat"},
-        **responses(401, 404, 422),
+        **responses(401, 404, 422, 429),
     },
+    dependencies=[limits.WRITES],
 )
 async def create_chat(
     body: ChatIn, user: CurrentUser, services: ServicesDep, response: Response
@@ -65,7 +66,9 @@ async def get_chat(chat_id: str, user: CurrentUser, services: ServicesDep) -> Ch
     return await services.chats.get(me=user, chat_id=chat_id)
 
 
-@router.patch("/{chat_id}", responses=responses(401, 403, 404, 409, 422))
+@router.patch(
+    "/{chat_id}", responses=responses(401, 403, 404, 409, 422, 429), dependencies=[limits.WRITES]
+)
 async def update_chat(
     chat_id: str, body: ChatPatch, user: CurrentUser, services: ServicesDep
 ) -> ChatView:
@@ -82,14 +85,23 @@ async def list_members(chat_id: str, user: CurrentUser, services: ServicesDep) -
     return Page[MemberView](items=members, next_cursor=None)
 
 
-@router.post("/{chat_id}/members", status_code=201, responses=responses(401, 403, 404, 409, 422))
+@router.post(
+    "/{chat_id}/members",
+    status_code=201,
+    responses=responses(401, 403, 404, 409, 422, 429),
+    dependencies=[limits.WRITES],
+)
 async def add_member(
     chat_id: str, body: MemberIn, user: CurrentUser, services: ServicesDep
 ) -> MemberView:
     return await services.chats.add_member(me=user, chat_id=chat_id, user_id=body.user_id)
 
 
-@router.patch("/{chat_id}/members/{user_id}", responses=responses(401, 403, 404, 409, 422))
+@router.patch(
+    "/{chat_id}/members/{user_id}",
+    responses=responses(401, 403, 404, 409, 422, 429),
+    dependencies=[limits.WRITES],
+)
 async def set_role(
     chat_id: str, user_id: str, body: RoleIn, user: CurrentUser, services: ServicesDep
 ) -> MemberView:
@@ -97,7 +109,10 @@ async def set_role(
 
 
 @router.delete(
-    "/{chat_id}/members/{user_id}", status_code=204, responses=responses(401, 403, 404, 409)
+    "/{chat_id}/members/{user_id}",
+    status_code=204,
+    responses=responses(401, 403, 404, 409, 429),
+    dependencies=[limits.WRITES],
 )
 async def remove_member(
     chat_id: str, user_id: str, user: CurrentUser, services: ServicesDep
@@ -108,7 +123,12 @@ async def remove_member(
     return Response(status_code=204)
 
 
-@router.post("/{chat_id}/read", status_code=204, responses=responses(401, 404, 422))
+@router.post(
+    "/{chat_id}/read",
+    status_code=204,
+    responses=responses(401, 404, 422, 429),
+    dependencies=[limits.WRITES],
+)
 async def mark_read(
     chat_id: str, body: SeqIn, user: CurrentUser, services: ServicesDep
 ) -> Response:
@@ -117,7 +137,12 @@ async def mark_read(
     return Response(status_code=204)
 
 
-@router.post("/{chat_id}/delivered", status_code=204, responses=responses(401, 404, 422))
+@router.post(
+    "/{chat_id}/delivered",
+    status_code=204,
+    responses=responses(401, 404, 422, 429),
+    dependencies=[limits.WRITES],
+)
 async def mark_delivered(
     chat_id: str, body: SeqIn, user: CurrentUser, services: ServicesDep
 ) -> Response:

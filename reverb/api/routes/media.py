@@ -9,6 +9,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse
 
+from reverb.api import limits
 from reverb.api.deps import CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.uploads import read_upload
@@ -40,7 +41,11 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 @router.post(
-    "/api/media", status_code=201, openapi_extra=MULTIPART, responses=responses(401, 413, 415, 422)
+    "/api/media",
+    status_code=201,
+    openapi_extra=MULTIPART,
+    responses=responses(401, 413, 415, 422, 429),
+    dependencies=[limits.WRITES],
 )
 async def upload(request: Request, user: CurrentUser, services: ServicesDep) -> MediaView:
     """Any file up to MAX_UPLOAD_BYTES; images (PNG, JPEG, WebP, GIF) get their size and a

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from reverb.api import cursors
+from reverb.api import cursors, limits
 from reverb.api.deps import CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import MessageEdit, MessageIn, MessagePage, Page, Seq
@@ -19,8 +19,9 @@ router = APIRouter(prefix="/api/messages", tags=["messages"])
     status_code=201,
     responses={
         200: {"model": MessageView, "description": "A retry: the original message"},
-        **responses(401, 404, 422),
+        **responses(401, 404, 422, 429),
     },
+    dependencies=[limits.MESSAGES],
 )
 async def send_message(
     body: MessageIn, user: CurrentUser, services: ServicesDep, response: Response
@@ -80,14 +81,21 @@ async def history(
     return Response(body, media_type="application/json")
 
 
-@router.patch("/{message_id}", responses=responses(401, 403, 404, 409, 422))
+@router.patch(
+    "/{message_id}", responses=responses(401, 403, 404, 409, 422, 429), dependencies=[limits.WRITES]
+)
 async def edit_message(
     message_id: str, body: MessageEdit, user: CurrentUser, services: ServicesDep
 ) -> MessageView:
     return await services.messages.edit(me=user, message_id=message_id, content=body.content)
 
 
-@router.delete("/{message_id}", status_code=204, responses=responses(401, 403, 404))
+@router.delete(
+    "/{message_id}",
+    status_code=204,
+    responses=responses(401, 403, 404, 429),
+    dependencies=[limits.WRITES],
+)
 async def delete_message(message_id: str, user: CurrentUser, services: ServicesDep) -> Response:
     """Leaves a tombstone: `deleted: true`, empty content, no reactions."""
     await services.messages.delete(me=user, message_id=message_id)
@@ -95,7 +103,10 @@ async def delete_message(message_id: str, user: CurrentUser, services: ServicesD
 
 
 @router.put(
-    "/{message_id}/reactions/{emoji}", status_code=204, responses=responses(401, 404, 409, 422)
+    "/{message_id}/reactions/{emoji}",
+    status_code=204,
+    responses=responses(401, 404, 409, 422, 429),
+    dependencies=[limits.WRITES],
 )
 async def add_reaction(
     message_id: str, emoji: str, user: CurrentUser, services: ServicesDep
@@ -105,7 +116,10 @@ async def add_reaction(
 
 
 @router.delete(
-    "/{message_id}/reactions/{emoji}", status_code=204, responses=responses(401, 404, 422)
+    "/{message_id}/reactions/{emoji}",
+    status_code=204,
+    responses=responses(401, 404, 422, 429),
+    dependencies=[limits.WRITES],
 )
 async def remove_reaction(
     message_id: str, emoji: str, user: CurrentUser, services: ServicesDep

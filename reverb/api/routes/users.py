@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from reverb.api import cursors
+from reverb.api import cursors, limits
 from reverb.api.deps import ClientAddress, CurrentUser, Services, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.routes.media import MULTIPART
@@ -27,7 +27,7 @@ async def me(user: CurrentUser, services: ServicesDep) -> MeOut:
     return await _me(await services.users.get(user.id), services)
 
 
-@router.patch("/me", responses=responses(401, 422))
+@router.patch("/me", responses=responses(401, 422, 429), dependencies=[limits.WRITES])
 async def update_me(body: ProfilePatch, user: CurrentUser, services: ServicesDep) -> MeOut:
     updated = await services.users.update_profile(
         user=user, display_name=body.display_name, bio=body.bio
@@ -35,7 +35,12 @@ async def update_me(body: ProfilePatch, user: CurrentUser, services: ServicesDep
     return await _me(updated, services)
 
 
-@router.put("/me/avatar", openapi_extra=MULTIPART, responses=responses(401, 413, 415, 422))
+@router.put(
+    "/me/avatar",
+    openapi_extra=MULTIPART,
+    responses=responses(401, 413, 415, 422, 429),
+    dependencies=[limits.WRITES],
+)
 async def set_avatar(request: Request, user: CurrentUser, services: ServicesDep) -> MeOut:
     """PNG, JPEG, WebP or GIF, at most 5 MiB and 4096x4096: cropped to a square of at most
     512x512 and re-encoded as WebP without metadata."""
@@ -46,13 +51,18 @@ async def set_avatar(request: Request, user: CurrentUser, services: ServicesDep)
     return await _me(updated, services)
 
 
-@router.delete("/me/avatar", responses=responses(401))
+@router.delete("/me/avatar", responses=responses(401, 429), dependencies=[limits.WRITES])
 async def remove_avatar(user: CurrentUser, services: ServicesDep) -> MeOut:
     updated = await services.media.remove_avatar(me=user)
     return await _me(updated, services)
 
 
-@router.post("/me/password", status_code=204, responses=responses(401, 403, 422, 429))
+@router.post(
+    "/me/password",
+    status_code=204,
+    responses=responses(401, 403, 422, 429),
+    dependencies=[limits.WRITES],
+)
 async def change_password(
     body: PasswordChange, user: CurrentUser, services: ServicesDep, address: ClientAddress
 ) -> Response:
