@@ -30,6 +30,7 @@ from reverb.realtime.hub import Hub
 from reverb.realtime.protocol import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_FLOODING,
+    CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNAUTHORIZED,
     AuthFrame,
     BadFrame,
@@ -52,6 +53,7 @@ from reverb.services.live import PresenceService, TypingService
 from reverb.services.markers import Markers
 from reverb.services.messages import MessageService
 from reverb.services.ratelimits import RateLimiter, Rule
+from reverb.storage.outage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -174,6 +176,9 @@ class Session:
                 try:
                     # Fresh: `ready` shows the profile, and the socket keeps this user.
                     user = await self.rt.auth.authenticate(frame.token, fresh=True)
+                except DatabaseUnavailable:
+                    await self._refuse(CLOSE_TRY_AGAIN_LATER, "database unavailable")
+                    return None
                 except ReverbError:
                     await self._refuse(CLOSE_UNAUTHORIZED, "invalid or expired token")
                     return None
@@ -215,8 +220,14 @@ class Session:
         rt.hub.register(conn)
         WS_CONNECTIONS.inc()
         try:
-            await rt.presence.connected(user.id)
-            await self._start(conn, auth, user)
+            try:
+                await rt.presence.connected(user.id)
+                await self._start(conn, auth, user)
+            except DatabaseUnavailable:
+                # Still authenticating as far as the client knows: `ready` has not gone out.
+                conn.close_soon(CLOSE_TRY_AGAIN_LATER, "database unavailable")
+                conn.start()
+                return
             conn.start()
             await self._read_frames(conn, user)
         except WebSocketDisconnect:
@@ -228,6 +239,8 @@ class Session:
             await conn.stop(CLOSE_GRACE_S)
             try:
                 await rt.presence.disconnected(user.id)
+            except DatabaseUnavailable:
+                pass  # logged where it happened; `last_seen_at` is set at the next disconnect
             except Exception:
                 # The socket is gone either way; presence heals by its TTL or the next connect.
                 log.exception("ws: presence update on disconnect failed")

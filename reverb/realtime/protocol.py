@@ -19,6 +19,7 @@ CLOSE_UNAUTHORIZED = 4401  # bad, expired or revoked token
 CLOSE_AUTH_TIMEOUT = 4408  # no auth frame in time
 CLOSE_TOO_SLOW = 4013  # the outgoing queue overflowed; resume with `since`
 CLOSE_FLOODING = 4429  # kept sending over the rate limit
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455: the database cannot be reached just now
 
 Ref = Annotated[str, Meta(max_length=128)] | int
 ChatId = Annotated[str, Meta(min_length=1, max_length=64)]
