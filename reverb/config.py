@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
 
     # Rate limits, in the `limits` library's notation ("N per [M] second|minute|hour|day"),
-    # over a moving window; shared by every process through Redis when REDIS_URL is set.
+    # over a sliding window; shared by every process through Redis when REDIS_URL is set.
     # Messages, per user, over REST and the WebSocket alike: a burst of 40, then 20 a second,
     # more than a person types and about what a client flushing its offline queue needs.
     rate_limit_messages: str = "40 per 2 seconds"

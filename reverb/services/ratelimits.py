@@ -1,9 +1,12 @@
 """Request rate limits: one rule per kind of action, kept in Redis when REDIS_URL is set (so
 every server process counts against the same budget) and in this process otherwise.
 
-Counting uses the `limits` library's moving window: a rule "40 per 2 seconds" lets a burst of
-40 through and then one more each time the oldest leaves the window, the same budget whether a
-client sends over REST or the WebSocket.
+Counting uses the `limits` library's sliding window counter: a rule "40 per 2 seconds" lets a
+burst of 40 through, then about 20 a second, the same budget whether a client sends over REST or
+the WebSocket. It keeps two counters per key (this window and the last, the last weighted by how
+much of it still overlaps), so a hit costs O(1) in memory and one script call in Redis; the
+library's exact moving window keeps every hit and, in memory, sweeps all keys on a thread after
+each one, which a hot send path cannot afford.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from enum import Enum
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from reverb.config import Settings
@@ -69,11 +72,11 @@ class RateLimiter:
             storage = found
         else:
             storage = MemoryStorage()
-        self._limiter = MovingWindowRateLimiter(storage)
+        self._limiter = SlidingWindowCounterRateLimiter(storage)
         # Stand-in while the shared store is away (without one, the limiter itself).
-        self._local = (
-            MovingWindowRateLimiter(MemoryStorage()) if settings.redis_url else self._limiter
-        )
+        self._local = self._limiter
+        if settings.redis_url:
+            self._local = SlidingWindowCounterRateLimiter(MemoryStorage())
         self._shared_from = -math.inf  # monotonic time from which the shared store is tried
 
     async def check(self, rule: Rule, key: str) -> None:

@@ -59,7 +59,7 @@ async def _one_budget(urls: list[str]) -> None:
 
 
 def test_two_processes_with_redis_share_one_budget(tmp_path: Path, database_url: str) -> None:
-    env = server_env(database_url, redis_url=REDIS_TEST_URL, rate_limit_messages="10 per minute")
+    env = server_env(database_url, redis_url=REDIS_TEST_URL, rate_limit_messages="10 per hour")
     with ExitStack() as stack:
         urls = [stack.enter_context(reverb_serve(tmp_path, env))[0] for _ in range(2)]
         asyncio.run(_one_budget(urls))
