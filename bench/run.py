@@ -204,10 +204,12 @@ def reverb_env(database_url: str, media: Path, redis_url: str | None = None) -> 
         "ARGON2_MEMORY_COST_KIB": "64",
         "ARGON2_PARALLELISM": "1",
         "ACCESS_TOKEN_TTL_SECONDS": "86400",
-        # The per-connection limit protects against abusive clients; the load generator is
-        # many clients' worth of traffic on few sockets.
-        "WS_SEND_RATE": "1000000",
-        "WS_SEND_BURST": "1000000",
+        # The rate limits protect against abusive clients; the load generator is many clients'
+        # worth of traffic on few sockets and users, from one address.
+        **{
+            f"RATE_LIMIT_{rule}": "1000000 per second"
+            for rule in ("MESSAGES", "WRITES", "ANONYMOUS", "WS_AUTH")
+        },
         "LOG_LEVEL": "WARNING",
         "MEDIA_DIR": str(media),
     }

@@ -44,6 +44,7 @@ from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.passwords import Passwords
 from reverb.services.publish import Publisher
+from reverb.services.ratelimits import RateLimiter
 from reverb.services.recovery import Recovery
 from reverb.services.social import SocialLogin
 from reverb.services.tokens import AccessTokens
@@ -134,6 +135,7 @@ def build_services(settings: Settings) -> Services:
         export=DataExport(db, chats),
         health=HealthService(db=db, redis=redis),
         mailer=mailer,
+        limiter=RateLimiter(settings),
     )
 
 
@@ -199,6 +201,7 @@ def create_app(settings: Settings) -> FastAPI:
                 db=services.db, publisher=services.publisher, redis=services.redis
             ),
             presence=presence,
+            limiter=services.limiter,
         )
         await hub.start()
         services.publisher.relay.start()

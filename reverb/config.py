@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
+from limits import parse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
@@ -153,6 +154,24 @@ class Settings(BaseSettings):
     login_max_failures_per_address: int = Field(default=50, ge=1)
     login_failure_window_seconds: int = Field(default=15 * 60, ge=1)
 
+    # Rate limits, in the `limits` library's notation ("N per [M] second|minute|hour|day"),
+    # over a sliding window; shared by every process through Redis when REDIS_URL is set.
+    # Messages, per user, over REST and the WebSocket alike: a burst of 40, then 20 a second,
+    # more than a person types and about what a client flushing its offline queue needs.
+    rate_limit_messages: str = "40 per 2 seconds"
+    # Every other write, per user (edits, deletions, reactions, uploads, chat, member and
+    # profile changes, read markers over REST): two a second, sustained for a minute.
+    rate_limit_writes: str = "120 per minute"
+    # Every unauthenticated endpoint, per client address (register, login, refresh, logout,
+    # token): a household or an office behind one address, not a script.
+    rate_limit_anonymous: str = "60 per minute"
+    # Auth attempts on /ws per client address: every client of an office reconnecting after a
+    # deploy fits, a loop that authenticates without end does not.
+    rate_limit_ws_auth: str = "120 per minute"
+    # Uploads (files and avatars), per user, besides the writes above: each costs a decode and
+    # disk, so fewer of them; a person sharing a batch of photos fits.
+    rate_limit_uploads: str = "30 per minute"
+
     # argon2-cffi's defaults (RFC 9106 "second recommended" profile): about 50 ms per hash.
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_cost_kib: int = Field(default=65536, ge=8)
@@ -165,8 +184,6 @@ class Settings(BaseSettings):
     # Events queued for one connection before it counts as too slow (close 4013). Big enough
     # for bursts in busy groups, small enough that a stalled client holds little memory.
     ws_queue_size: int = Field(default=1000, ge=1)
-    ws_send_rate: float = Field(default=20.0, gt=0)
-    ws_send_burst: int = Field(default=40, ge=1)
     # permessage-deflate. Off by default: chat frames are small, and each compressing socket
     # keeps its own zlib state (tens of KiB) and compresses every event once per connection,
     # where uncompressed the same frame bytes go to every member.
@@ -191,8 +208,6 @@ class Settings(BaseSettings):
     # to the budget above in memory, so two keep a second upload from waiting behind a slow
     # one while bounding decode memory near 2 x the budget.
     image_decode_concurrency: int = Field(default=2, ge=1)
-    # Uploads (files and avatars) per user: this many at once, then one every 60/N seconds.
-    media_uploads_per_minute: int = Field(default=30, ge=1)
 
     # Mail (verification and password-reset codes). Unset: each mail is written to the log.
     smtp_url: str | None = None
@@ -232,6 +247,21 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator(
+        "rate_limit_messages",
+        "rate_limit_writes",
+        "rate_limit_anonymous",
+        "rate_limit_ws_auth",
+        "rate_limit_uploads",
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit such as '40 per 2 seconds': {exc}") from None
         return value
 
     @field_validator("log_level", mode="before")

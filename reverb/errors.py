@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     CONFLICT = "conflict"
     CONTENT_TOO_LONG = "content_too_long"
+    TOO_MANY_REACTIONS = "too_many_reactions"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     SERVICE_UNAVAILABLE = "service_unavailable"

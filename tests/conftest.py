@@ -34,6 +34,13 @@ POSTGRES_ADMIN_URL = POSTGRES_TEST_URL
 TEST_SECRET = "test-secret-" + "x" * 60
 # Cheap hashes keep the suite fast; production parameters are exercised by the e2e tests.
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 64, "argon2_parallelism": 1}
+# The suite makes users, messages and sockets far faster than people do, all from one address:
+# rate limits out of its way, except where a test asks for them (tests/integration/test_limits.py
+# runs with the defaults).
+UNLIMITED = {
+    f"rate_limit_{rule}": "1000000 per second"
+    for rule in ("messages", "writes", "anonymous", "ws_auth", "uploads")
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -126,6 +133,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         # Never the working directory: each app gets a media folder of its own.
         "media_dir": tempfile.mkdtemp(prefix="reverb-media-"),
         **FAST_ARGON2,
+        **UNLIMITED,
     }
     values.update(overrides)
     return load_settings(**values)

@@ -24,6 +24,7 @@ from reverb.services.markers import Markers
 from reverb.services.media import MediaService
 from reverb.services.messages import MessageService
 from reverb.services.publish import Publisher
+from reverb.services.ratelimits import RateLimiter
 from reverb.services.recovery import Recovery
 from reverb.services.social import SocialLogin
 from reverb.services.users import UserService
@@ -52,6 +53,7 @@ class Services:
     deletion: AccountDeletion
     social: SocialLogin
     export: DataExport
+    limiter: RateLimiter
 
 
 # Dependencies are `async def` though they never await: FastAPI runs a plain `def` on a worker

@@ -131,12 +131,15 @@ class ProfilePatch(Input):
     bio: Bio | None = None
 
 
+LoginCode = Annotated[str, StringConstraints(min_length=1, max_length=128), TEXT]
+
+
 class DeleteMe(Input):
     """Confirmed with the password, or, for an account without one, with the `login_code` of
     a fresh provider login (instead of trading it for a session)."""
 
     password: Secret | None = None
-    login_code: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    login_code: LoginCode | None = None
 
     @model_validator(mode="after")
     def _one_proof(self) -> DeleteMe:
@@ -210,7 +213,7 @@ class Accepted(Struct, kw_only=True):
 
 
 class LoginCodeIn(Input):
-    login_code: Annotated[str, StringConstraints(min_length=1, max_length=128), TEXT]
+    login_code: LoginCode
 
 
 class ProviderOut(Struct, kw_only=True):

@@ -30,6 +30,7 @@ from reverb.realtime.hub import Hub
 from reverb.realtime.protocol import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_FLOODING,
+    CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNAUTHORIZED,
     AuthFrame,
     BadFrame,
@@ -51,6 +52,8 @@ from reverb.services.chats import ChatService
 from reverb.services.live import PresenceService, TypingService
 from reverb.services.markers import Markers
 from reverb.services.messages import MessageService
+from reverb.services.ratelimits import RateLimiter, Rule
+from reverb.storage.outage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -75,6 +78,7 @@ class Realtime:
     markers: Markers
     typing: TypingService
     presence: PresenceService
+    limiter: RateLimiter
 
 
 # The frames the server answers a client with, encoded by the one wire encoder. The client's
@@ -134,8 +138,6 @@ class Session:
         self.rt = rt
         self.state = ConnectionState()
         now = time.monotonic()
-        s = rt.settings
-        self.bucket = TokenBucket(s.ws_send_rate, s.ws_send_burst, now)
         self.marker_bucket = TokenBucket(MARKER_RATE, MARKER_BURST, now)
         self.flood = FloodGuard(FLOOD_LIMIT, FLOOD_WINDOW_S)
         # For the one log line of each close: whose socket, and the code it closed with (the
@@ -193,8 +195,11 @@ class Session:
                     await self._refuse(CLOSE_SERVICE_RESTART, "server restart")
                 return None
             frame = self._parse(message)
-            if isinstance(frame, BadFrame) and frame.type == "auth":
-                # An auth frame whose token is missing, empty or absurd: a bad token.
+            if frame.type == "auth" and await self._auth_limited(frame.ref):
+                return None
+            if isinstance(frame, BadFrame) and frame.type == "auth" and not frame.about("since"):
+                # An auth frame whose token is missing, empty or absurd: a bad token. A bad
+                # `since` (over MAX_SINCE chats, say) is a bad frame, answered as one below.
                 await self._refuse(CLOSE_UNAUTHORIZED, "invalid or expired token")
                 return None
             if isinstance(frame, BadFrame):
@@ -209,11 +214,26 @@ class Session:
                 try:
                     # Fresh: `ready` shows the profile, and the socket keeps this user.
                     user = await self.rt.auth.authenticate(frame.token, fresh=True)
+                except DatabaseUnavailable:
+                    await self._refuse(CLOSE_TRY_AGAIN_LATER, "database unavailable")
+                    return None
                 except ReverbError:
                     await self._refuse(CLOSE_UNAUTHORIZED, "invalid or expired token")
                     return None
                 self.state.to(State.READY)
                 return frame, user
+
+    async def _auth_limited(self, ref: str | int | None) -> bool:
+        """Count an auth attempt of the client's address; over the limit, refuse and close."""
+        address = self.ws.client.host if self.ws.client else "unknown"
+        wait = await self.rt.limiter.retry_after(Rule.WS_AUTH, address)
+        if wait is None:
+            return False
+        detail = f"too many auth attempts from this address; try again in {wait} s"
+        with contextlib.suppress(Exception):
+            await self.ws.send_text(_error(ErrorCode.RATE_LIMITED, detail, ref).decode())
+        await self._refuse(CLOSE_FLOODING, "too many auth attempts")
+        return True
 
     @staticmethod
     def _parse(message: Mapping[str, Any]) -> ClientFrame | BadFrame:
@@ -237,8 +257,14 @@ class Session:
         rt.hub.register(conn)
         WS_CONNECTIONS.inc()
         try:
-            await rt.presence.connected(user.id)
-            await self._start(conn, auth, user)
+            try:
+                await rt.presence.connected(user.id)
+                await self._start(conn, auth, user)
+            except DatabaseUnavailable:
+                # Still authenticating as far as the client knows: `ready` has not gone out.
+                conn.close_soon(CLOSE_TRY_AGAIN_LATER, "database unavailable")
+                conn.start()
+                return
             conn.start()
             await self._read_frames(conn, user)
         except WebSocketDisconnect as exc:
@@ -252,6 +278,8 @@ class Session:
             await conn.stop(CLOSE_GRACE_S)
             try:
                 await rt.presence.disconnected(user.id)
+            except DatabaseUnavailable:
+                pass  # logged where it happened; `last_seen_at` is set at the next disconnect
             except Exception:
                 # The socket is gone either way; presence heals by its TTL or the next connect.
                 log.exception("ws: presence update on disconnect failed")
@@ -269,16 +297,17 @@ class Session:
         for chat_id, last in current.items():
             rt.hub.attach(conn, chat_id, min(auth.since.get(chat_id, last), last))
         await rt.hub.follow(conn)
+        # One read, however many chats `since` names: the user's chats as they are now, and the
+        # events that removed them from others (other ids are simply not in the answer).
+        standing = await rt.chats.standing(user_id=user.id)
         for chat_id, seq in auth.since.items():
-            if chat_id in current:
-                if seq < current[chat_id]:
-                    conn.push(CatchUp(chat_id))
-            else:
-                removal = await rt.chats.removal_since(chat_id=chat_id, user_id=user.id, after=seq)
-                if removal is not None:
-                    conn.push(OwnFrame(removal.data.encode()))
-        # Anything committed between the first read and the subscriptions above:
-        for chat_id, last in (await rt.chats.positions(user_id=user.id)).items():
+            removal = None if chat_id in current else standing.removals.get(chat_id)
+            if removal is not None and removal.seq > seq:
+                conn.push(OwnFrame(removal.data.encode()))
+        # Behind at either read, including anything committed in between: one catch-up each
+        # (it runs once the writer starts, and reads to the end of the log).
+        for chat_id in current.keys() | standing.positions.keys():
+            last = max(current.get(chat_id, 0), standing.positions.get(chat_id, 0))
             if chat_id in conn.positions and last > conn.positions[chat_id]:
                 conn.push(CatchUp(chat_id))
 
@@ -323,7 +352,8 @@ class Session:
         if isinstance(frame, AuthFrame):
             return _error("invalid_frame", "already authenticated", ref)
         if isinstance(frame, SendFrame):
-            if not self.bucket.take(time.monotonic()):
+            # The same rule, and per user the same budget, as `POST /api/messages`.
+            if await rt.limiter.retry_after(Rule.MESSAGES, user.id) is not None:
                 return self._rate_limited(conn, "slow down", ref)
             message, _ = await rt.messages.send(
                 me=user,

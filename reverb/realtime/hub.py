@@ -24,6 +24,7 @@ from reverb.metrics import GAP_FILLS
 from reverb.realtime.bus import RECONNECTED, REPAIR, Bus, Subscription, chat_topic, user_topic
 from reverb.realtime.bus.relay import repaired_chats
 from reverb.realtime.connection import CatchUp, Connection
+from reverb.storage.outage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +303,8 @@ class Hub:
                 GAP_FILLS.labels("hub").inc()
                 try:
                     missing = await self._read_log(chat_id, chat.pos, first)
+                except DatabaseUnavailable:
+                    missing = []  # logged where it happened
                 except Exception:
                     log.exception("hub: could not read the event log; skipping ahead")
                     missing = []

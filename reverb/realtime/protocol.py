@@ -22,6 +22,7 @@ CLOSE_UNAUTHORIZED = 4401  # bad, expired or revoked token
 CLOSE_AUTH_TIMEOUT = 4408  # no auth frame in time
 CLOSE_TOO_SLOW = 4013  # the outgoing queue overflowed; resume with `since`
 CLOSE_FLOODING = 4429  # kept sending over the rate limit
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455: the database cannot be reached just now
 
 # The same rules as the REST API's (reverb.api.schemas): every string is text (no NUL, no
 # unpaired surrogate), every id looks like one.
@@ -86,6 +87,10 @@ class BadFrame:
     ref: str | int | None = None
     code: str = "invalid_frame"
     type: str | None = None  # the frame's own `type`, when it named one
+
+    def about(self, field: str) -> bool:
+        """Whether the fault is in `field` (msgspec names the path it failed at)."""
+        return f"at `$.{field}" in self.detail
 
 
 def parse(text: str) -> ClientFrame | BadFrame:

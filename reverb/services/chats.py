@@ -365,10 +365,7 @@ class ChatService:
             rows = await event_store.after(conn, chat_id, after, limit, before=before)
         return [envelope_of(chat_id, row) for row in rows]
 
-    async def removal_since(self, *, chat_id: str, user_id: str, after: int) -> LoggedRow | None:
-        """The event that removed the user from a chat, if it came after `after`."""
-        if not ids.is_id(chat_id):
-            return None
+    async def standing(self, *, user_id: str) -> chat_store.Standing:
+        """The user's chats with their last seqs, and the events that removed them from others."""
         async with self.db.read() as conn:
-            row = await event_store.last_removal(conn, chat_id, user_id)
-        return row if row is not None and row.seq > after else None
+            return await chat_store.standing(conn, user_id)

@@ -23,6 +23,7 @@ from reverb.services.publish import Publisher
 from reverb.storage import chats as chat_store
 from reverb.storage import users as user_store
 from reverb.storage.db import Database
+from reverb.storage.outage import DatabaseUnavailable
 from reverb.storage.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,8 @@ class PresenceService:
         try:
             await asyncio.sleep(wait)
             await self._publish(user_id)
+        except DatabaseUnavailable:
+            pass  # logged where it happened; the next change publishes the status again
         finally:
             self._deferred.pop(user_id, None)
 

@@ -25,6 +25,7 @@ from reverb.services.publish import Publisher
 from reverb.storage import chats as chat_store
 from reverb.storage.chats import Raise
 from reverb.storage.db import Database
+from reverb.storage.outage import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ class Markers:
                 try:
                     await self._write(batch)
                 except Exception as exc:
-                    log.warning("markers: a batch of %d failed: %r", len(batch), exc)
+                    if not isinstance(exc, DatabaseUnavailable):  # that one is logged already
+                        log.warning("markers: a batch of %d failed: %r", len(batch), exc)
                     for wanted in batch.values():
                         wanted.answer(exc)
         finally:

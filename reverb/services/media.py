@@ -19,7 +19,6 @@ from reverb.domain.users import User
 from reverb.errors import ErrorCode, ReverbError
 from reverb.services import images
 from reverb.services.access_cache import AccessCache
-from reverb.services.upload_limits import UploadLimiter
 from reverb.storage import media as media_store
 from reverb.storage import users as user_store
 from reverb.storage.db import Database
@@ -74,16 +73,9 @@ class MediaService:
     # (not on the shared pool of 40), so decoded pixels in memory stay within that many times
     # the decode budget however many uploads arrive at once.
     _decoding: anyio.CapacityLimiter | None = field(default=None, init=False)
-    _uploads: UploadLimiter | None = field(default=None, init=False)
 
     def scratch(self) -> Path:
         return self.files.scratch()
-
-    def check_upload_rate(self, me: User) -> None:
-        """Count an upload (a file or an avatar) of `me`: 429 `rate_limited` past the limit."""
-        if self._uploads is None:
-            self._uploads = UploadLimiter(self.settings.media_uploads_per_minute)
-        self._uploads.take(me.id)
 
     async def _inspect(
         self, source: Path, *, claimed_image: bool, max_side: int | None = None

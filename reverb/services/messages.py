@@ -23,6 +23,10 @@ from reverb.storage.types import utcnow
 
 MAX_CONTENT = 4000  # characters (code points), after trimming: the API contract
 MAX_EMOJI = 32
+# Reaction caps of the API contract: a message stays one screen of reactions, and one user
+# cannot fill it alone.
+MAX_REACTIONS_PER_USER = 20
+MAX_EMOJI_PER_MESSAGE = 50
 
 
 MAX_ATTACHMENTS = 10  # the API contract
@@ -55,6 +59,22 @@ def clean_emoji(emoji: str) -> str:
             field="emoji",
         )
     return emoji
+
+
+def _check_reaction_caps(counts: message_store.ReactionStanding) -> None:
+    """The contract's caps (the chat is locked, so concurrent reactions cannot overshoot)."""
+    if counts.already:
+        return  # putting a reaction again changes nothing, at any count
+    if counts.mine >= MAX_REACTIONS_PER_USER:
+        raise conflict(
+            ErrorCode.TOO_MANY_REACTIONS,
+            f"you already hold {MAX_REACTIONS_PER_USER} different reactions on this message",
+        )
+    if not counts.present and counts.emoji >= MAX_EMOJI_PER_MESSAGE:
+        raise conflict(
+            ErrorCode.TOO_MANY_REACTIONS,
+            f"this message already carries {MAX_EMOJI_PER_MESSAGE} different emoji",
+        )
 
 
 def message_not_found() -> ReverbError:
@@ -191,7 +211,11 @@ class MessageService:
             if add:
                 if row.deleted:
                     raise conflict(ErrorCode.MESSAGE_DELETED, "the message was deleted")
-                changed = await message_store.add_reaction(tx.conn, message_id, me.id, emoji, now)
+                counts = await message_store.reaction_standing(tx.conn, message_id, me.id, emoji)
+                _check_reaction_caps(counts)
+                changed = not counts.already
+                if changed:
+                    await message_store.add_reaction(tx.conn, message_id, me.id, emoji, now)
             else:
                 changed = await message_store.remove_reaction(tx.conn, message_id, me.id, emoji)
             if changed:

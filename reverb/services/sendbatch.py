@@ -35,6 +35,7 @@ from reverb.storage import messages as message_store
 from reverb.storage.db import Database, Tx
 from reverb.storage.media import MediaRow
 from reverb.storage.messages import ClientKey, MessageRow
+from reverb.storage.outage import DatabaseUnavailable
 from reverb.storage.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,11 @@ class SendBatcher:
             outcomes = await self._commit([p.request for p in batch], wait)
         except CommitFailed as failed:
             return _fail(batch, failed)
+        except DatabaseUnavailable as down:
+            # Nothing was stored, and one send at a time would only fail the same way.
+            for pending in batch:
+                pending.fail(down)
+            return []
         except Exception:
             # A unique key hit by another process, a deadlock, a row the database refuses:
             # nothing was stored, and one send at a time gives each send its own outcome.

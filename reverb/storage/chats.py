@@ -8,12 +8,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Select
 
+from reverb.storage.events import LoggedRow
 from reverb.storage.keys import key_params, key_table
-from reverb.storage.tables import chat_members, chats, messages
+from reverb.storage.tables import chat_events, chat_members, chats, messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +387,36 @@ async def group_ids(conn: AsyncConnection, user_id: str) -> list[str]:
         .where(chat_members.c.user_id == user_id, chats.c.type == "group")
     )
     return list((await conn.execute(stmt)).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """Where a user stands in every chat they belong or belonged to."""
+
+    positions: dict[str, int]  # chat id -> its last seq, for each chat the user is in
+    removals: dict[str, LoggedRow]  # chat id -> the event that last removed the user
+
+
+async def standing(conn: AsyncConnection, user_id: str) -> Standing:
+    """One statement, bounded by the user's own memberships past and present: what a resume
+    needs whatever chat ids a client names (ids of other chats are simply not in the answer)."""
+    e = chat_events.c
+    member = (
+        select(chats.c.id, chats.c.last_seq, cast(null(), Text).label("data"))
+        .select_from(chats.join(chat_members, chat_members.c.chat_id == chats.c.id))
+        .where(chat_members.c.user_id == user_id)
+    )
+    removed = select(e.chat_id, e.seq, e.data).where(
+        e.user_id == user_id, e.type == "member.removed"
+    )
+    positions: dict[str, int] = {}
+    removals: dict[str, LoggedRow] = {}
+    for chat_id, seq, data in await conn.execute(union_all(member, removed)):
+        if data is None:
+            positions[chat_id] = int(seq)
+        elif chat_id not in removals or removals[chat_id].seq < seq:
+            removals[chat_id] = LoggedRow(int(seq), "member.removed", user_id, data)
+    return Standing(positions, removals)
 
 
 async def sharing_users(conn: AsyncConnection, user_id: str) -> list[str]:

@@ -19,8 +19,14 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from reverb.errors import ReverbError
 from reverb.storage import sqlite_driver
+from reverb.storage.outage import DatabaseUnavailable, OutageLog, is_outage
 from reverb.storage.sqlite_writer import SqliteWriter
+
+# Seconds to get a PostgreSQL connection, new or pooled: a healthy server answers in
+# milliseconds, a loaded pool frees one within a second or two.
+CONNECT_TIMEOUT_S = 5.0
 
 # Must not block or raise: it hands the event to the relay (reverb.services.publish).
 AfterCommit = Callable[[], None]
@@ -81,9 +87,18 @@ class Database:
             # the writer's, held for good).
             kwargs = {"pool_size": pool_size * 2 + 1, "max_overflow": pool_size * 2}
         else:
-            kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": True}
+            kwargs = {
+                "pool_size": pool_size,
+                "max_overflow": pool_size,
+                "pool_pre_ping": True,
+                # A database that does not answer is an outage within seconds (503), not a
+                # request held for asyncpg's 60 s connect timeout or the pool's 30 s wait.
+                "pool_timeout": CONNECT_TIMEOUT_S,
+                "connect_args": {"timeout": CONNECT_TIMEOUT_S},
+            }
         self.engine = create_async_engine(url, **kwargs)
         self._sqlite_writer: SqliteWriter | None = None
+        self._outages = OutageLog()
         if self.is_sqlite:
             _sqlite_setup(self.engine)
             self._sqlite_writer = SqliteWriter(self.engine)
@@ -96,24 +111,42 @@ class Database:
         SQLite has one writer per file: this process's units of work take turns on the writer's
         connection, which wakes a unit of work whose commit it reported before it lends the
         connection to the next. On PostgreSQL the callbacks run before the connection goes back
-        to the pool (an await that would let a later commit of the chat overtake them)."""
-        if self._sqlite_writer is not None:
-            async with self._sqlite_writer.transaction() as conn:
+        to the pool (an await that would let a later commit of the chat overtake them).
+
+        A database that cannot be reached raises DatabaseUnavailable (nothing was stored, or,
+        if the COMMIT itself was cut off, maybe the whole unit: never part of it)."""
+        async with self._reachable():
+            if self._sqlite_writer is not None:
+                async with self._sqlite_writer.transaction() as conn:
+                    tx = Tx(conn)
+                    yield tx
+                tx.committed()
+                return
+            async with self.engine.connect() as conn:
                 tx = Tx(conn)
-                yield tx
-            tx.committed()
-            return
-        async with self.engine.connect() as conn:
-            tx = Tx(conn)
-            async with conn.begin():
-                yield tx
-            tx.committed()
+                async with conn.begin():
+                    yield tx
+                tx.committed()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads only; one snapshot for the whole block."""
-        async with self.engine.connect() as conn, conn.begin():
+        async with self._reachable(), self.engine.connect() as conn, conn.begin():
             yield conn
+
+    @asynccontextmanager
+    async def _reachable(self) -> AsyncIterator[None]:
+        """Connection-level failures become DatabaseUnavailable, logged once (rate-limited);
+        every other error passes unchanged."""
+        try:
+            yield
+        except ReverbError:
+            raise
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._outages.failed(exc)
+            raise DatabaseUnavailable() from None
 
     async def close(self) -> None:
         if self._sqlite_writer is not None:

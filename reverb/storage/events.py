@@ -42,16 +42,3 @@ async def after(
         stmt = stmt.where(e.seq < before)
     # Positional: a resume builds thousands of these.
     return [LoggedRow(*r) for r in await conn.execute(stmt)]
-
-
-async def last_removal(conn: AsyncConnection, chat_id: str, user_id: str) -> LoggedRow | None:
-    """The event that last removed `user_id` from the chat, if any."""
-    e = chat_events.c
-    stmt = (
-        select(e.seq, e.type, e.user_id, e.data)
-        .where(e.chat_id == chat_id, e.user_id == user_id, e.type == "member.removed")
-        .order_by(e.seq.desc())
-        .limit(1)
-    )
-    row = (await conn.execute(stmt)).first()
-    return LoggedRow(int(row.seq), row.type, row.user_id, row.data) if row else None

@@ -152,26 +152,42 @@ async def update_message(conn: AsyncConnection, message_id: str, **values: Any) 
     await conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
 
 
+@dataclass(frozen=True, slots=True)
+class ReactionStanding:
+    already: bool  # the user has reacted with this emoji
+    mine: int  # distinct emoji the user has put on the message
+    emoji: int  # distinct emoji on the message
+    present: bool  # someone has reacted with this emoji
+
+
+async def reaction_standing(
+    conn: AsyncConnection, message_id: str, user_id: str, emoji: str
+) -> ReactionStanding:
+    """What the reaction caps need, in one statement."""
+    r = reactions.c
+    mine = r.user_id == user_id
+    same = r.emoji == emoji
+    row = (
+        await conn.execute(
+            select(
+                func.count(case((and_(mine, same), 1))),
+                func.count(case((mine, 1))),
+                func.count(r.emoji.distinct()),
+                func.count(case((same, 1))),
+            ).where(r.message_id == message_id)
+        )
+    ).one()
+    return ReactionStanding(bool(row[0]), int(row[1]), int(row[2]), bool(row[3]))
+
+
 async def add_reaction(
     conn: AsyncConnection, message_id: str, user_id: str, emoji: str, now: datetime
-) -> bool:
-    """False when the user had already reacted so."""
-    r = reactions.c
-    exists = (
-        await conn.execute(
-            select(r.emoji).where(
-                r.message_id == message_id, r.user_id == user_id, r.emoji == emoji
-            )
-        )
-    ).first()
-    if exists:
-        return False
+) -> None:
     await conn.execute(
         insert(reactions).values(
             message_id=message_id, user_id=user_id, emoji=emoji, created_at=now
         )
     )
-    return True
 
 
 async def remove_reaction(conn: AsyncConnection, message_id: str, user_id: str, emoji: str) -> bool:

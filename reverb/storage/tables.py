@@ -202,6 +202,8 @@ chat_events = Table(
     # Whom a membership event concerns: lets a resume find "you were removed" quickly.
     Column("user_id", String(ID), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # A resume reads the user's removals in one look-up, whatever chat ids the client names.
+    Index("ix_chat_events_user_id", "user_id", "type"),
 )
 
 media = Table(

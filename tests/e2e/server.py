@@ -31,7 +31,7 @@ def base_env() -> dict[str, str]:
 
 def server_env(database_url: str, **settings: str) -> dict[str, str]:
     """Environment for a test server on the test's database, with cheap password hashing."""
-    from tests.conftest import TEST_SECRET
+    from tests.conftest import TEST_SECRET, UNLIMITED
 
     return {
         "DATABASE_URL": database_url,
@@ -39,7 +39,7 @@ def server_env(database_url: str, **settings: str) -> dict[str, str]:
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_COST_KIB": "64",
         "ARGON2_PARALLELISM": "1",
-        **{k.upper(): v for k, v in settings.items()},
+        **{k.upper(): v for k, v in {**UNLIMITED, **settings}.items()},
     }
 
 

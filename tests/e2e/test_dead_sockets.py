@@ -117,9 +117,7 @@ async def stall_and_flood(server: Running, *, total: int, expect_close: int) -> 
 
 def env(database_url: str, **settings: str) -> dict[str, str]:
     """Sends unlimited (the flood is the test's), JSON logs (the close line is read back)."""
-    return server_env(
-        database_url, ws_send_rate="100000", ws_send_burst="100000", log_format="json", **settings
-    )
+    return server_env(database_url, log_format="json", **settings)
 
 
 async def test_a_slow_consumer_is_aborted_after_its_4013(tmp_path: Path, database_url: str) -> None:

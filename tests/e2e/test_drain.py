@@ -56,7 +56,7 @@ async def stored_client_ids(database_url: str, sender_id: str) -> set[str]:
 async def test_sigterm_answers_every_stored_send_then_closes_1012_and_exits_0(
     tmp_path: Path, database_url: str
 ) -> None:
-    env = server_env(database_url, ws_send_rate="100000", ws_send_burst="100000")
+    env = server_env(database_url)
     with reverb_process(tmp_path, env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             users = [await register(http) for _ in range(CLIENTS)]

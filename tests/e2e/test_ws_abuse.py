@@ -332,7 +332,7 @@ async def test_repeated_typing_into_a_foreign_chat_is_still_chat_not_found(
 # --- flooding ------------------------------------------------------------------------------------
 
 
-FLOOD_SETTINGS = {"ws_send_rate": "5", "ws_send_burst": "5"}
+FLOOD_SETTINGS = {"rate_limit_messages": "5 per second"}
 FLOOD_FRAMES = 60
 WARNING_FRAMES = 9  # the burst of 5, then refusals well short of the 20 that end a connection
 

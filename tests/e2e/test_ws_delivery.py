@@ -23,7 +23,7 @@ from tests.services import REDIS_TEST_URL
 pytestmark = pytest.mark.e2e
 
 # Ordering tests send frames back to back; the default rate limit would refuse most of them.
-FAST = {"ws_send_rate": "10000", "ws_send_burst": "10000"}
+FAST = {"rate_limit_messages": "10000 per second"}
 
 
 @contextmanager

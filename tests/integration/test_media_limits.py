@@ -6,12 +6,9 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
-from reverb.errors import ReverbError
 from reverb.services.images import bytes_per_pixel, decoded_bytes
-from reverb.services.upload_limits import UploadLimiter
 from tests.conftest import make_settings, serve_in_process
 from tests.helpers import assert_problem, register
 from tests.integration.test_media import (
@@ -72,7 +69,7 @@ async def test_an_image_over_the_budget_is_refused_before_it_is_decoded(
 
 
 async def test_uploads_are_limited_per_user_with_retry_after(database_url: str) -> None:
-    settings = make_settings(database_url, media_uploads_per_minute=3)
+    settings = make_settings(database_url, rate_limit_uploads="3 per minute")
     async with serve_in_process(settings) as client:
         a, b = await register(client), await register(client)
         for i in range(2):
@@ -82,20 +79,8 @@ async def test_uploads_are_limited_per_user_with_retry_after(database_url: str) 
         assert r.status_code == 200, r.text
         refused = await upload(client, a, b"one too many", "f.txt", "text/plain")
         assert_problem(refused, 429, "rate_limited")
-        assert 1 <= int(refused.headers["retry-after"]) <= 20  # a token every 20 s
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
         assert_problem(await set_avatar(client, a, png("RGB", (64, 64))), 429, "rate_limited")
         other = await upload(client, b, b"someone else", "f.txt", "text/plain")
         assert other.status_code == 201, other.text  # per user
         assert await media_rows(client) == 3
-
-
-def test_the_upload_limit_refills_over_time() -> None:
-    limiter = UploadLimiter(per_minute=2)
-    limiter.take("u", now=0.0)
-    limiter.take("u", now=0.0)
-    with pytest.raises(ReverbError) as refused:
-        limiter.take("u", now=1.0)
-    assert refused.value.status == 429
-    assert refused.value.headers["Retry-After"] == "29"
-    limiter.take("u", now=30.0)  # one every 30 s
-    limiter.take("v", now=30.0)

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Path, Query, Response
 from fastapi.responses import RedirectResponse
 
+from reverb.api import limits
 from reverb.api.deps import ClientAddress, CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import (
@@ -29,7 +30,10 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
 @router.post(
-    "/register", status_code=201, responses={**returns(SessionOut, 201), **responses(409, 422)}
+    "/register",
+    status_code=201,
+    responses={**returns(SessionOut, 201), **responses(409, 422, 429)},
+    dependencies=[limits.ANONYMOUS],
 )
 async def register(body: RegisterIn, services: ServicesDep) -> Answer:
     issued = await services.auth.register(
@@ -41,33 +45,49 @@ async def register(body: RegisterIn, services: ServicesDep) -> Answer:
     return Answer(SessionOut.of(issued), status_code=201)
 
 
-@router.post("/login", responses={**returns(SessionOut), **responses(401, 422, 429)})
+@router.post(
+    "/login",
+    responses={**returns(SessionOut), **responses(401, 422, 429)},
+    dependencies=[limits.ANONYMOUS],
+)
 async def login(body: LoginIn, services: ServicesDep, address: ClientAddress) -> Answer:
     """Log in with `email` or `username`. Repeated failures answer 429 with `Retry-After`."""
     issued = await services.auth.login(login=body.login, password=body.password, address=address)
     return Answer(SessionOut.of(issued))
 
 
-@router.post("/refresh", responses={**returns(SessionOut), **responses(401, 422)})
+@router.post(
+    "/refresh",
+    responses={**returns(SessionOut), **responses(401, 422, 429)},
+    dependencies=[limits.ANONYMOUS],
+)
 async def refresh(body: RefreshIn, services: ServicesDep) -> Answer:
     """Trade a refresh token for a new pair. Presenting an already-used token ends the login."""
     return Answer(SessionOut.of(await services.auth.refresh(refresh_token=body.refresh_token)))
 
 
-@router.post("/logout", status_code=204, responses=responses(422))
+@router.post(
+    "/logout", status_code=204, responses=responses(422, 429), dependencies=[limits.ANONYMOUS]
+)
 async def logout(body: RefreshIn, services: ServicesDep) -> Response:
     await services.auth.logout(refresh_token=body.refresh_token)
     return Response(status_code=204)
 
 
-@router.post("/logout-all", status_code=204, responses=responses(401))
+@router.post(
+    "/logout-all", status_code=204, responses=responses(401, 429), dependencies=[limits.WRITES]
+)
 async def logout_all(user: CurrentUser, services: ServicesDep) -> Response:
     """End every login of the caller: all refresh tokens and all access tokens stop working."""
     await services.auth.logout_everywhere(user=user)
     return Response(status_code=204)
 
 
-@router.post("/token", responses={**returns(TokenOut), **responses(401, 422, 429)})
+@router.post(
+    "/token",
+    responses={**returns(TokenOut), **responses(401, 422, 429)},
+    dependencies=[limits.ANONYMOUS],
+)
 async def token(
     form: Annotated[TokenForm, Form()],
     services: ServicesDep,

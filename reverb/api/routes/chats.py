@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from msgspec import Raw
 
-from reverb.api import cursors
+from reverb.api import cursors, limits
 from reverb.api.deps import REQUIRE_VERIFIED, CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import (
@@ -46,8 +46,9 @@ async def list_chats(
     responses={
         **returns(ChatView, 201, "The new chat"),
         **returns(ChatView, 200, "The existing direct chat"),
-        **responses(401, 404, 422),
+        **responses(401, 404, 422, 429),
     },
+    dependencies=[limits.WRITES],
 )
 async def create_chat(body: ChatIn, user: CurrentUser, services: ServicesDep) -> Answer:
     """A direct chat is access-or-create: 201 when new, 200 with the pair's existing chat.
@@ -66,7 +67,11 @@ async def get_chat(chat_id: Id, user: CurrentUser, services: ServicesDep) -> Ans
     return Answer(await services.chats.get(me=user, chat_id=chat_id))
 
 
-@router.patch("/{chat_id}", responses={**returns(ChatView), **responses(401, 403, 404, 409, 422)})
+@router.patch(
+    "/{chat_id}",
+    responses={**returns(ChatView), **responses(401, 403, 404, 409, 422, 429)},
+    dependencies=[limits.WRITES],
+)
 async def update_chat(
     chat_id: Id, body: ChatPatch, user: CurrentUser, services: ServicesDep
 ) -> Answer:
@@ -90,7 +95,8 @@ async def list_members(chat_id: Id, user: CurrentUser, services: ServicesDep) ->
 @router.post(
     "/{chat_id}/members",
     status_code=201,
-    responses={**returns(MemberView, 201), **responses(401, 403, 404, 409, 422)},
+    responses={**returns(MemberView, 201), **responses(401, 403, 404, 409, 422, 429)},
+    dependencies=[limits.WRITES],
 )
 async def add_member(
     chat_id: Id, body: MemberIn, user: CurrentUser, services: ServicesDep
@@ -101,7 +107,8 @@ async def add_member(
 
 @router.patch(
     "/{chat_id}/members/{user_id}",
-    responses={**returns(MemberView), **responses(401, 403, 404, 409, 422)},
+    responses={**returns(MemberView), **responses(401, 403, 404, 409, 422, 429)},
+    dependencies=[limits.WRITES],
 )
 async def set_role(
     chat_id: Id, user_id: Id, body: RoleIn, user: CurrentUser, services: ServicesDep
@@ -112,7 +119,10 @@ async def set_role(
 
 
 @router.delete(
-    "/{chat_id}/members/{user_id}", status_code=204, responses=responses(401, 403, 404, 409, 422)
+    "/{chat_id}/members/{user_id}",
+    status_code=204,
+    responses=responses(401, 403, 404, 409, 422, 429),
+    dependencies=[limits.WRITES],
 )
 async def remove_member(
     chat_id: Id, user_id: Id, user: CurrentUser, services: ServicesDep
@@ -123,14 +133,24 @@ async def remove_member(
     return Response(status_code=204)
 
 
-@router.post("/{chat_id}/read", status_code=204, responses=responses(401, 404, 422))
+@router.post(
+    "/{chat_id}/read",
+    status_code=204,
+    responses=responses(401, 404, 422, 429),
+    dependencies=[limits.WRITES],
+)
 async def mark_read(chat_id: Id, body: SeqIn, user: CurrentUser, services: ServicesDep) -> Response:
     """`last_read_seq` becomes max(old, min(seq, last_seq)); it never moves backwards."""
     await services.markers.mark(me=user, chat_id=chat_id, seq=body.seq, read=True)
     return Response(status_code=204)
 
 
-@router.post("/{chat_id}/delivered", status_code=204, responses=responses(401, 404, 422))
+@router.post(
+    "/{chat_id}/delivered",
+    status_code=204,
+    responses=responses(401, 404, 422, 429),
+    dependencies=[limits.WRITES],
+)
 async def mark_delivered(
     chat_id: Id, body: SeqIn, user: CurrentUser, services: ServicesDep
 ) -> Response:

@@ -9,6 +9,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse
 
+from reverb.api import limits
 from reverb.api.deps import REQUIRE_VERIFIED, CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import Text
@@ -47,15 +48,14 @@ IMMUTABLE = "public, max-age=31536000, immutable"
     status_code=201,
     openapi_extra=MULTIPART,
     responses={**returns(MediaView, 201), **responses(401, 403, 413, 415, 422, 429)},
-    dependencies=REQUIRE_VERIFIED,
+    dependencies=[*REQUIRE_VERIFIED, limits.WRITES, limits.UPLOADS],
 )
 async def upload(request: Request, user: CurrentUser, services: ServicesDep) -> Answer:
     """Any file up to MAX_UPLOAD_BYTES; images (PNG, JPEG, WebP, GIF) get their size and a
     thumbnail (422 when decoding one would take more than IMAGE_DECODE_BUDGET_BYTES). At most
-    MEDIA_UPLOADS_PER_MINUTE uploads per user (429 `rate_limited` with Retry-After). Attach it
+    RATE_LIMIT_UPLOADS uploads per user (429 `rate_limited` with Retry-After). Attach it
     to a message with `attachment_ids`."""
     media = services.media
-    media.check_upload_rate(user)  # before the body is read: a refused upload costs nothing
     got = await read_upload(
         request, limit=services.settings.max_upload_bytes, scratch=media.scratch()
     )

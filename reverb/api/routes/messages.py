@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from reverb.api import cursors
+from reverb.api import cursors, limits
 from reverb.api.deps import REQUIRE_VERIFIED, CurrentUser, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import Id, Line, MessageEdit, MessageIn, MessagePage, Page, Seq, Text
@@ -25,8 +25,9 @@ router = APIRouter(prefix="/api/messages", tags=["messages"], dependencies=REQUI
     responses={
         **returns(MessageView, 201, "The message, stored"),
         **returns(MessageView, 200, "A retry: the original message"),
-        **responses(401, 404, 422),
+        **responses(401, 404, 422, 429),
     },
+    dependencies=[limits.MESSAGES],
 )
 async def send_message(body: MessageIn, user: CurrentUser, services: ServicesDep) -> Answer:
     """Store a message (committed before anyone hears of it). The same `client_id` from the
@@ -84,7 +85,9 @@ async def history(
 
 
 @router.patch(
-    "/{message_id}", responses={**returns(MessageView), **responses(401, 403, 404, 409, 422)}
+    "/{message_id}",
+    responses={**returns(MessageView), **responses(401, 403, 404, 409, 422, 429)},
+    dependencies=[limits.WRITES],
 )
 async def edit_message(
     message_id: Id, body: MessageEdit, user: CurrentUser, services: ServicesDep
@@ -94,7 +97,12 @@ async def edit_message(
     )
 
 
-@router.delete("/{message_id}", status_code=204, responses=responses(401, 403, 404, 422))
+@router.delete(
+    "/{message_id}",
+    status_code=204,
+    responses=responses(401, 403, 404, 422, 429),
+    dependencies=[limits.WRITES],
+)
 async def delete_message(message_id: Id, user: CurrentUser, services: ServicesDep) -> Response:
     """Leaves a tombstone: `deleted: true`, empty content, no reactions."""
     await services.messages.delete(me=user, message_id=message_id)
@@ -102,7 +110,10 @@ async def delete_message(message_id: Id, user: CurrentUser, services: ServicesDe
 
 
 @router.put(
-    "/{message_id}/reactions/{emoji}", status_code=204, responses=responses(401, 404, 409, 422)
+    "/{message_id}/reactions/{emoji}",
+    status_code=204,
+    responses=responses(401, 404, 409, 422, 429),
+    dependencies=[limits.WRITES],
 )
 async def add_reaction(
     message_id: Id, emoji: Emoji, user: CurrentUser, services: ServicesDep
@@ -112,7 +123,10 @@ async def add_reaction(
 
 
 @router.delete(
-    "/{message_id}/reactions/{emoji}", status_code=204, responses=responses(401, 404, 422)
+    "/{message_id}/reactions/{emoji}",
+    status_code=204,
+    responses=responses(401, 404, 422, 429),
+    dependencies=[limits.WRITES],
 )
 async def remove_reaction(
     message_id: Id, emoji: Emoji, user: CurrentUser, services: ServicesDep

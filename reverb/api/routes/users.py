@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from reverb.api import cursors
+from reverb.api import cursors, limits
 from reverb.api.deps import ClientAddress, CurrentUser, Services, ServicesDep
 from reverb.api.problems import responses
 from reverb.api.routes.media import MULTIPART
@@ -38,7 +38,11 @@ async def me(user: CurrentUser, services: ServicesDep) -> Answer:
     return await _me(await services.users.get(user.id), services)
 
 
-@router.patch("/me", responses={**returns(MeView), **responses(401, 422)})
+@router.patch(
+    "/me",
+    responses={**returns(MeView), **responses(401, 422, 429)},
+    dependencies=[limits.WRITES],
+)
 async def update_me(body: ProfilePatch, user: CurrentUser, services: ServicesDep) -> Answer:
     updated = await services.users.update_profile(
         user=user, display_name=body.display_name, bio=body.bio
@@ -50,12 +54,12 @@ async def update_me(body: ProfilePatch, user: CurrentUser, services: ServicesDep
     "/me/avatar",
     openapi_extra=MULTIPART,
     responses={**returns(MeView), **responses(401, 413, 415, 422, 429)},
+    dependencies=[limits.WRITES, limits.UPLOADS],
 )
 async def set_avatar(request: Request, user: CurrentUser, services: ServicesDep) -> Answer:
     """PNG, JPEG, WebP or GIF, at most 5 MiB and 4096x4096: cropped to a square of at most
     512x512 and re-encoded as WebP without metadata. Counts as an upload (429 past
-    MEDIA_UPLOADS_PER_MINUTE)."""
-    services.media.check_upload_rate(user)
+    RATE_LIMIT_UPLOADS)."""
     got = await read_upload(
         request, limit=services.settings.max_avatar_bytes, scratch=services.media.scratch()
     )
@@ -63,13 +67,22 @@ async def set_avatar(request: Request, user: CurrentUser, services: ServicesDep)
     return await _me(updated, services)
 
 
-@router.delete("/me/avatar", responses={**returns(MeView), **responses(401)})
+@router.delete(
+    "/me/avatar",
+    responses={**returns(MeView), **responses(401, 429)},
+    dependencies=[limits.WRITES],
+)
 async def remove_avatar(user: CurrentUser, services: ServicesDep) -> Answer:
     updated = await services.media.remove_avatar(me=user)
     return await _me(updated, services)
 
 
-@router.delete("/me", status_code=204, responses=responses(401, 403, 422, 429))
+@router.delete(
+    "/me",
+    status_code=204,
+    responses=responses(401, 403, 422, 429),
+    dependencies=[limits.WRITES],
+)
 async def delete_me(
     body: DeleteMe, user: CurrentUser, services: ServicesDep, address: ClientAddress
 ) -> Response:
@@ -93,7 +106,12 @@ async def export_me(user: CurrentUser, services: ServicesDep) -> StreamingRespon
     )
 
 
-@router.post("/me/password", status_code=204, responses=responses(401, 403, 422, 429))
+@router.post(
+    "/me/password",
+    status_code=204,
+    responses=responses(401, 403, 422, 429),
+    dependencies=[limits.WRITES],
+)
 async def change_password(
     body: PasswordChange, user: CurrentUser, services: ServicesDep, address: ClientAddress
 ) -> Response:
