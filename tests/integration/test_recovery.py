@@ -284,3 +284,15 @@ async def test_unverified_accounts_are_held_back_where_required(database_url: st
         code = await w.code_for("ann@example.com")
         await w.client.post("/api/auth/verify-email", json={"code": code}, headers=ann["headers"])
         assert (await w.client.get("/api/chats", headers=ann["headers"])).status_code == 200
+
+
+async def test_codes_are_asked_for_and_tried_within_the_address_limit(database_url: str) -> None:
+    async with world_of(database_url, rate_limit_anonymous="3 per minute") as w:
+        for _ in range(3):
+            r = await w.client.post("/api/auth/forgot-password", json={"email": "x@example.com"})
+            assert r.status_code == 202
+        limited = await w.client.post("/api/auth/forgot-password", json={"email": "y@example.com"})
+        assert_problem(limited, 429, "rate_limited")
+        assert int(limited.headers["retry-after"]) >= 1
+        tried = await reset(w, "x@example.com", "123456", "a new password")
+        assert_problem(tried, 429, "rate_limited")

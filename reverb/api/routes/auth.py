@@ -102,6 +102,7 @@ async def token(
     "/forgot-password",
     status_code=202,
     responses={**returns(Accepted, 202), **responses(422, 429)},
+    dependencies=[limits.ANONYMOUS],
 )
 async def forgot_password(body: ForgotIn, services: ServicesDep) -> Answer:
     """Mail a 6-digit reset code if the address has an account. The answer is the same, and
@@ -110,7 +111,11 @@ async def forgot_password(body: ForgotIn, services: ServicesDep) -> Answer:
     return Answer(Accepted(), status_code=202)
 
 
-@router.post("/reset-password", responses={**returns(SessionOut), **responses(400, 422, 429)})
+@router.post(
+    "/reset-password",
+    responses={**returns(SessionOut), **responses(400, 422, 429)},
+    dependencies=[limits.ANONYMOUS],
+)
 async def reset_password(body: ResetIn, services: ServicesDep) -> Answer:
     """A new password with the mailed code (once, within its lifetime, void after 5 wrong
     tries). Every earlier session ends and the user's sockets close; a new session begins."""
@@ -120,7 +125,11 @@ async def reset_password(body: ResetIn, services: ServicesDep) -> Answer:
     return Answer(SessionOut.of(issued))
 
 
-@router.post("/verify-email", responses={**returns(MeView), **responses(400, 401, 422)})
+@router.post(
+    "/verify-email",
+    responses={**returns(MeView), **responses(400, 401, 422, 429)},
+    dependencies=[limits.WRITES],
+)
 async def verify_email(body: CodeIn, user: CurrentUser, services: ServicesDep) -> Answer:
     """Prove the account's address with the code mailed to it."""
     return Answer(MeView.of(await services.recovery.verify_email(user=user, code=body.code)))
@@ -130,6 +139,7 @@ async def verify_email(body: CodeIn, user: CurrentUser, services: ServicesDep) -
     "/resend-verification",
     status_code=202,
     responses={**returns(Accepted, 202), **responses(401, 429)},
+    dependencies=[limits.WRITES],
 )
 async def resend_verification(user: CurrentUser, services: ServicesDep) -> Answer:
     """A new verification code (the earlier one stops working); at most one a minute."""
@@ -152,7 +162,8 @@ ProviderName = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,32}$")]
     "/oauth/{provider}/start",
     status_code=302,
     response_class=RedirectResponse,
-    responses=responses(404, 422),
+    responses=responses(404, 422, 429),
+    dependencies=[limits.ANONYMOUS],
 )
 async def oauth_start(
     provider: ProviderName,
@@ -170,7 +181,8 @@ async def oauth_start(
     "/oauth/{provider}/callback",
     status_code=302,
     response_class=RedirectResponse,
-    responses=responses(400, 404, 422),
+    responses=responses(400, 404, 422, 429),
+    dependencies=[limits.ANONYMOUS],
 )
 async def oauth_callback(
     provider: ProviderName,
@@ -185,7 +197,11 @@ async def oauth_callback(
     return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
 
 
-@router.post("/oauth/exchange", responses={**returns(SessionOut), **responses(400, 422)})
+@router.post(
+    "/oauth/exchange",
+    responses={**returns(SessionOut), **responses(400, 422, 429)},
+    dependencies=[limits.ANONYMOUS],
+)
 async def oauth_exchange(body: LoginCodeIn, services: ServicesDep) -> Answer:
     """A `login_code` from the callback, once and within 60 s, for a session."""
     return Answer(SessionOut.of(await services.social.exchange(login_code=body.login_code)))

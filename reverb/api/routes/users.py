@@ -96,7 +96,12 @@ async def delete_me(
     return Response(status_code=204)
 
 
-@router.get("/me/export", responses={**returns(Export), **responses(401)})
+@router.get(
+    "/me/export",
+    responses={**returns(Export), **responses(401, 429)},
+    # A read, but the costliest one a user can ask for: counted as a write.
+    dependencies=[limits.WRITES],
+)
 async def export_me(user: CurrentUser, services: ServicesDep) -> StreamingResponse:
     """The caller's data as one JSON document: profile, chats, and the messages they sent."""
     return StreamingResponse(
