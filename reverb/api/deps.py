@@ -70,7 +70,7 @@ _bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
 
 async def current_user(
-    services: ServicesDep, token: Annotated[str | None, Depends(_bearer)]
+    request: Request, services: ServicesDep, token: Annotated[str | None, Depends(_bearer)]
 ) -> User:
     if not token:
         raise ReverbError(
@@ -79,7 +79,10 @@ async def current_user(
             401,
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return await services.auth.authenticate(token)
+    user = await services.auth.authenticate(token)
+    # For the access log line (api.middleware), which names who made the request.
+    request.state.user_id = user.id
+    return user
 
 
 async def client_address(request: Request) -> str:

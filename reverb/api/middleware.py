@@ -142,12 +142,22 @@ class RequestContext:
             method = scope["method"]
             HTTP_REQUESTS.labels(template, method, str(status)).inc()
             HTTP_LATENCY.labels(template, method).observe(elapsed)
+            client = scope.get("client")
             log.info(
                 "%s %s %d",
                 method,
                 scope["path"],
                 status,
-                extra={"route": template, "duration_ms": round(elapsed * 1000, 2)},
+                # As fields too, for JSON logs: what a log search filters on.
+                extra={
+                    "method": method,
+                    "path": scope["path"],
+                    "status": status,
+                    "route": template,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "client": client[0] if client else None,
+                    "user_id": scope.get("state", {}).get("user_id"),
+                },
             )
             request_id.reset(token)
 

@@ -159,6 +159,8 @@ class Session:
             if auth is not None:
                 frame, user = auth
                 self.user_id = user.id
+                client = self.ws.client.host if self.ws.client else None
+                log.info("ws connected", extra={"user_id": user.id, "client": client})
                 await self._serve(frame, user)
         except WebSocketDisconnect as exc:
             self.close_code = self.close_code or exc.code

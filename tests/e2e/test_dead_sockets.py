@@ -66,12 +66,13 @@ def acked(ref: int) -> Callable[[Json], bool]:
     return lambda frame: frame["type"] == "ack" and frame.get("ref") == ref
 
 
-def close_lines(log: Path) -> list[dict[str, Any]]:
+def ws_lines(log: Path, start: str) -> list[dict[str, Any]]:
+    """The JSON log lines whose message starts with `start` ("ws closed", "ws connected")."""
     out = []
     for line in log.read_text(errors="replace").splitlines():
         if line.startswith("{"):
             entry = json.loads(line)
-            if entry.get("msg", "").startswith("ws closed"):
+            if entry.get("msg", "").startswith(start):
                 out.append(entry)
     return out
 
@@ -109,10 +110,11 @@ async def stall_and_flood(server: Running, *, total: int, expect_close: int) -> 
             await wait_for_gauge(http, before)
         finally:
             dead.close()
-        lines = [
-            e for e in close_lines(server.log_path) if e.get("user_id") == dead_user["user"]["id"]
-        ]
+        dead_id = dead_user["user"]["id"]
+        lines = [e for e in ws_lines(server.log_path, "ws closed") if e.get("user_id") == dead_id]
         assert [e["code"] for e in lines] == [expect_close], lines
+        opened = [e for e in ws_lines(server.log_path, "ws connected") if e["user_id"] == dead_id]
+        assert [e["client"] for e in opened] == ["127.0.0.1"]
 
 
 def env(database_url: str, **settings: str) -> dict[str, str]:

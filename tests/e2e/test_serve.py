@@ -118,6 +118,11 @@ def test_walk_through_on_the_test_database_with_json_logs(
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     access = [entry for entry in lines if entry["logger"] == "reverb.access"]
     assert any(e.get("request_id") == "e2e-trace-1" and e["route"] == "/healthz" for e in access)
+    # Each request as fields: method, path, status, duration, client, user (when signed in).
+    me = next(e for e in access if e["path"] == "/api/users/me")
+    assert me["method"] == "GET" and me["status"] == 200 and me["client"] == "127.0.0.1"
+    assert isinstance(me["duration_ms"], float) and len(me["user_id"]) == 32
+    assert next(e for e in access if e["path"] == "/healthz")["user_id"] is None
     assert "wonderland-42" not in log_path.read_text()
 
 
