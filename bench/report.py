@@ -79,9 +79,11 @@ def summary(r: Doc) -> list[str]:
         "| scenario | figure | Reverb | reference, same run | Reverb ÷ reference | target | |",
         "|---|---|---|---|---|---|---|",
     ]
-    raw_send = _get(r, "raw", "send", "messages_per_s")
     for db in ("sqlite", "postgres"):
         send = _get(r, f"reverb-{db}", "send")
+        # The raw reference of the run that measured this database (bench.merge keeps it).
+        raw_key = f"raw-{db}" if f"raw-{db}" in r else "raw"
+        raw_send = _get(r, raw_key, "send", "messages_per_s")
         if send:
             rate, cpu = send["messages_per_s"], send["server_cpu_us_per_message"]
             ratio = rate / raw_send if raw_send else None
@@ -90,7 +92,7 @@ def summary(r: Doc) -> list[str]:
                 f"{_fmt(ratio, 2)} | ≥ 10,000 and ≥ 0.5x raw | "
                 f"{_verdict(rate >= 10_000 and ratio is not None and ratio >= 0.5)} |"
             )
-            raw_cpu = _get(r, "raw", "send", "server_cpu_us_per_message")
+            raw_cpu = _get(r, raw_key, "send", "server_cpu_us_per_message")
             rows.append(
                 f"| send ({db}) | server CPU µs/msg | {_fmt(cpu, 1)} | {_fmt(raw_cpu, 1)} "
                 f"| {_fmt(cpu / raw_cpu if raw_cpu and cpu else None, 2)} | ≤ 100 | "
@@ -363,7 +365,9 @@ def plot(doc: Doc, path: Path) -> bool:
     return True
 
 
-def write(doc: Doc, path: Path, json_path: Path) -> None:
+def write(doc: Doc, path: Path, json_path: Path | list[Path]) -> None:
+    paths = [json_path] if isinstance(json_path, Path) else json_path
+    files = ", ".join(f"`{f.name}`" for f in paths)
     m = doc["meta"]
     png = path.with_name(path.stem + "-latency.png")
     has_plot = plot(doc, png)
@@ -375,7 +379,7 @@ def write(doc: Doc, path: Path, json_path: Path) -> None:
         + (" (smoke sizes: figures mean nothing)" if m["smoke"] else ""),
         f"- machine: {m['machine']}, Linux {m['kernel']}, Python {m['python']}; the load "
         "generator runs on the same machine",
-        f"- commit: {m['commit']}; raw figures: `{json_path.name}`",
+        f"- commit: {m['commit']}; raw figures: {files}",
         "",
         *summary(doc["results"]),
         "",
