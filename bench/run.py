@@ -4,6 +4,7 @@ load-generator process, and collects the figures."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import secrets
 import shutil
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -775,38 +776,54 @@ def _run(plan: Plan) -> dict[str, Any]:
             for scenario in [n for n in plan.scenarios if n in per_db]:
                 plan.say(f"  {key}: {scenario}")
                 if scenario == "history":
-                    out[key][scenario] = run_history(plan, server, world, url)
+                    runner = functools.partial(run_history, plan, server, world, url)
                 elif scenario == "resume":
-                    out[key][scenario] = run_resume(plan, server, world)
+                    runner = functools.partial(run_resume, plan, server, world)
                 elif scenario == "markers":
-                    out[key][scenario] = run_markers(plan, server, world)
+                    runner = functools.partial(run_markers, plan, server, world)
                 elif scenario == "slow-search":
-                    out[key][scenario] = run_slow_search(plan, server, world, url)
+                    runner = functools.partial(run_slow_search, plan, server, world, url)
                 else:
-                    out[key][scenario] = RAW_RUNNERS[scenario](plan, server, world)
+                    runner = functools.partial(RAW_RUNNERS[scenario], plan, server, world)
+                attempt(plan, out, out[key], scenario, f"{key}: {scenario}", runner)
         finally:
             server.stop()
-    if "two-process" in wanted:
-        db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
-        plan.say(f"two Reverb processes with Redis on {db_kind}")
-        out["two-process"] = run_two_process(plan, db_kind)
-    if "send-two" in wanted:
-        db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
-        plan.say(f"sends across two Reverb processes with Redis on {db_kind}")
-        out["send-two"] = run_send_two(plan, db_kind)
-    if "redis-hang" in wanted:
-        db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
-        plan.say(f"Redis stopped under sends, two processes on {db_kind}")
-        out["redis-hang"] = run_hang(plan, db_kind)
-    if "shards" in wanted:
-        db_kind = "postgres" if "postgres" in plan.databases else plan.databases[0]
-        plan.say(f"four Reverb processes, a busy group on each, one Redis, on {db_kind}")
-        out["shards"] = run_shards(plan, db_kind)
+    multi_db = "postgres" if "postgres" in plan.databases else plan.databases[0]
+    multi: tuple[tuple[str, str, Callable[[Plan, str], dict[str, Any]]], ...] = (
+        ("two-process", "two Reverb processes with Redis", run_two_process),
+        ("send-two", "sends across two Reverb processes with Redis", run_send_two),
+        ("redis-hang", "Redis stopped under sends, two processes", run_hang),
+        ("shards", "four Reverb processes, a busy group on each, one Redis", run_shards),
+    )
+    for multi_name, what, run_multi in multi:
+        if multi_name in wanted:
+            plan.say(f"{what} on {multi_db}")
+            job = functools.partial(run_multi, plan, multi_db)
+            attempt(plan, out, out, multi_name, multi_name, job)
     if "image-uploads" in wanted:
         db_kind = plan.databases[0]
         plan.say(f"{plan.sizes.image_uploads} image uploads at once, on {db_kind}")
-        out["image-uploads"] = run_image_uploads(plan, db_kind)
+        job = functools.partial(run_image_uploads, plan, db_kind)
+        attempt(plan, out, out, "image-uploads", "image-uploads", job)
     return out
+
+
+def attempt(
+    plan: Plan,
+    out: dict[str, Any],
+    into: dict[str, Any],
+    key: str,
+    label: str,
+    runner: Callable[[], dict[str, Any]],
+) -> None:
+    """One scenario; a failure is recorded under out["failed"] and the run goes on, so one
+    scenario that breaks does not lose the figures of all the others."""
+    try:
+        into[key] = runner()
+    except Exception as exc:  # any failure of one scenario is reported, not fatal
+        reason = str(exc).strip().splitlines()
+        plan.say(f"  FAILED {label}: {reason[-1] if reason else type(exc).__name__}")
+        out.setdefault("failed", {})[label] = "\n".join(reason[-12:])
 
 
 RAW_RUNNERS = {
