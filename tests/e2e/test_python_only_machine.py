@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.services import POSTGRES_URL_VAR, REDIS_URL_VAR
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +67,8 @@ def test_the_suite_runs_where_postgres_and_redis_are_absent(tmp_path: Path) -> N
             *SUBSET,
         ],
         cwd=ROOT,
+        # As on a fresh machine: no server URLs set (the outer run's point outside the namespace).
+        env={k: v for k, v in os.environ.items() if k not in (POSTGRES_URL_VAR, REDIS_URL_VAR)},
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,

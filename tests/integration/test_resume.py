@@ -102,8 +102,8 @@ async def test_an_auth_frame_naming_more_than_max_since_chats_is_an_invalid_fram
         a = await register(srv.http)
         ws = await WsClient.open(srv.url)
         try:
-            # Short keys: the frame stays under a MiB.
-            since = {f"{i:x}": 0 for i in range(MAX_SINCE + 1)}
+            # Ids as the server makes them (what is not one is refused before counting).
+            since = {f"{i:032x}": 0 for i in range(MAX_SINCE + 1)}
             await ws.conn.send(
                 orjson.dumps(
                     {"type": "auth", "token": a["access_token"], "since": since, "ref": 1}
