@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 CLIENTS = 4
 BURST = 300  # sends each, all at once: more than the server stores before the signal lands
 EXIT_WITHIN_S = 30.0
+SEND_PACE_S = 0.003
 
 
 async def collect(ws: WsClient, acked: set[str]) -> int | None:
@@ -66,16 +67,27 @@ async def test_sigterm_answers_every_stored_send_then_closes_1012_and_exits_0(
         readers = [
             asyncio.create_task(collect(ws, got)) for ws, got in zip(sockets, acked, strict=True)
         ]
-        for i in range(BURST):
-            for k, (ws, chat) in enumerate(zip(sockets, chats, strict=True)):
-                frame = {"type": "message.send", "chat_id": chat, "content": f"m{i}"}
-                await ws.send({**frame, "client_id": f"{k}-{i}", "ref": i})
-        # Sends are being stored: the signal lands in the middle of the bursts.
+
+        async def burst() -> None:
+            try:
+                for i in range(BURST):
+                    for k, (ws, chat) in enumerate(zip(sockets, chats, strict=True)):
+                        frame = {"type": "message.send", "chat_id": chat, "content": f"m{i}"}
+                        await ws.send({**frame, "client_id": f"{k}-{i}", "ref": i})
+                    # Paced: the bursts last about a second, longer than the server takes to
+                    # begin its shutdown (uvicorn looks at its signal flag every 0.1 s).
+                    await asyncio.sleep(SEND_PACE_S)
+            except ConnectionClosed:
+                pass  # the server has closed: the rest is never sent
+
+        sending = asyncio.create_task(burst())
+        # The signal lands while the bursts are still being sent and stored.
         async with asyncio.timeout(EXIT_WITHIN_S):
             while not any(acked):
                 await asyncio.sleep(0.005)  # poll interval, bounded by the timeout above
         server.proc.send_signal(signal.SIGTERM)
         codes = await asyncio.gather(*readers)
+        await sending
         status = await asyncio.to_thread(server.proc.wait, EXIT_WITHIN_S)
 
     assert status == 0
