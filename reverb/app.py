@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import cast
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from redis.asyncio import Redis, RedisCluster
 from starlette.middleware.cors import CORSMiddleware
@@ -167,20 +169,13 @@ async def command_services(settings: Settings) -> AsyncIterator[Services]:
 
 DOCS = "/api/docs"
 DOCS_STATIC = f"{DOCS}/static"
-# Until the web client is served here: what this server is, and where its docs are.
-HOME = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Reverb</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto">
-<h1>Reverb</h1><p>A real-time chat backend. This server speaks REST under <code>/api</code> and
-WebSocket at <code>/ws</code>.</p>
-<ul><li><a href="/api/docs">API documentation</a> (interactive)</li>
-<li><a href="/api/openapi.json">OpenAPI schema</a></li></ul></body></html>
-"""
+# The web client and the JavaScript module it is built on: files of the package, served as
+# they are (no build step), under /web/ and, for the page itself, at /.
+WEB_DIR = Path(__file__).parent / "web"
 
 
-async def home() -> HTMLResponse:
-    return HTMLResponse(HOME)
+async def home() -> FileResponse:
+    return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -235,7 +230,8 @@ def create_app(settings: Settings) -> FastAPI:
         static_url=DOCS_STATIC,
         favicon_url=f"{DOCS_STATIC}/favicon.png",
     )
-    app.add_api_route("/", home, include_in_schema=False, response_class=HTMLResponse)
+    app.add_api_route("/", home, include_in_schema=False, response_class=FileResponse)
+    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
     problems.install(app)
     # Structs referenced only by hand-written schema entries (`events.EncodedMessageView`,
     # `schemas.StoredEvent`): their components go into the document as well.

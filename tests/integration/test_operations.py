@@ -195,3 +195,15 @@ async def test_metrics_token_protects_metrics(database_url: str) -> None:
         assert_problem(wrong, 401, "not_authenticated")
         ok = await client.get("/metrics", headers={"Authorization": "Bearer scrape-me-0123456789"})
         assert ok.status_code == 200 and "reverb_ws_connections" in ok.text
+
+
+async def test_web_files_are_served_and_a_missing_one_is_a_problem(
+    client: httpx.AsyncClient,
+) -> None:
+    page = await client.get("/")
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["x-content-type-options"] == "nosniff"
+    same = await client.get("/web/index.html")
+    assert same.status_code == 200 and same.text == page.text
+    assert_problem(await client.get("/web/no-such-file.js"), 404, "not_found")
+    assert_problem(await client.get("/web/%2e%2e/app.py"), 404, "not_found")
