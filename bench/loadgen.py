@@ -26,6 +26,7 @@ import orjson
 import uvloop
 
 from bench.client import Peer, connect
+from bench.dbcpu import DatabaseCpu
 from bench.http import HttpConn
 from bench.procs import Usage, raise_open_files, usage
 from bench.uploads import load as uploads
@@ -68,6 +69,13 @@ class Window:
             "server_cores": round(cpu / wall, 3) if wall else 0.0,
             "server_rss_mib": round(u1.rss_bytes / 2**20, 1),
         }
+
+
+def per_unit(stats: dict[str, float], n: int, unit: str) -> dict[str, float]:
+    """The database's CPU per unit of work, where it was measured (PostgreSQL)."""
+    if "database_cpu_s" not in stats or not n:
+        return {}
+    return {f"database_cpu_us_per_{unit}": round(stats["database_cpu_s"] / n * 1e6, 1)}
 
 
 async def until_quiet(pids: list[int], limit_s: float = 60.0) -> None:
@@ -170,10 +178,12 @@ async def send(spec: Spec) -> Spec:
     await asyncio.sleep(spec["warmup_s"])
     measuring = True
     d0 = deliveries
+    database = await DatabaseCpu(spec["target"].get("database")).start()
     window = Window(spec["target"]["pids"])
     await asyncio.sleep(spec["duration_s"])
     measuring = False
     stats = window.close()
+    stats.update(await database.stop(stats["wall_s"]))
     delivered = deliveries - d0
     for task in tasks:
         task.cancel()
@@ -187,6 +197,7 @@ async def send(spec: Spec) -> Spec:
         "messages": n,
         "messages_per_s": round(n / stats["wall_s"], 1),
         "server_cpu_us_per_message": round(stats["server_cpu_s"] / n * 1e6, 1) if n else None,
+        **per_unit(stats, n, "message"),
         "deliveries": delivered,
         "ack_ms": ms(acks),
         "errors": len(errors),
@@ -506,10 +517,12 @@ async def history(spec: Spec) -> Spec:
         tasks = [asyncio.ensure_future(run.worker(c)) for c in conns]
         await asyncio.sleep(spec["warmup_s"])
         run.measuring = True
+        database = await DatabaseCpu(spec["target"].get("database")).start()
         window = Window(spec["target"]["pids"])
         await asyncio.sleep(spec["duration_s"])
         run.measuring = False
         stats = window.close()
+        stats.update(await database.stop(stats["wall_s"]))
         for task in tasks:
             if task.done():
                 task.result()  # a worker that gave up: its error, not a figure
@@ -533,6 +546,7 @@ async def history(spec: Spec) -> Spec:
             "server_cpu_us_per_page": round(stats["server_cpu_s"] / pages * 1e6, 1)
             if pages
             else None,
+            **per_unit(stats, pages, "page"),
             "all_ms": ms(alone.newest + alone.deep),
             "newest_ms": ms(alone.newest),
             "deep_ms": ms(alone.deep),

@@ -88,6 +88,7 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}/ws"
         self.log = log
+        self.env = dict(env)
         self._log_file = log.open("wb")
         self.proc = subprocess.Popen(
             list(argv),
@@ -99,6 +100,13 @@ class Server:
 
     def pids(self) -> list[int]:
         return tree(self.proc.pid)
+
+    @property
+    def database(self) -> str | None:
+        """The PostgreSQL database this server uses, whose backends' CPU a scenario can measure
+        (SQLite's work is in the server's own CPU already)."""
+        url = self.env.get("DATABASE_URL", "")
+        return url.rsplit("/", 1)[-1].split("?")[0] if url.startswith("postgresql") else None
 
     def usage(self) -> Usage:
         return usage(self.pids())

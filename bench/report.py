@@ -74,6 +74,12 @@ def _level(doc: Doc, key: str, rate: int) -> Doc | None:
     return None
 
 
+def database_share(figures: Doc, unit: str) -> str:
+    """ ", and N µs of the database's own CPU" where it was measured (PostgreSQL)."""
+    cpu = figures.get(f"database_cpu_us_per_{unit}")
+    return "" if cpu is None else f" and {cpu:,} µs of the database's"
+
+
 def summary(r: Doc) -> list[str]:
     rows = [
         "| scenario | figure | Reverb | reference, same run | Reverb ÷ reference | target | |",
@@ -98,6 +104,9 @@ def summary(r: Doc) -> list[str]:
                 f"| {_fmt(cpu / raw_cpu if raw_cpu and cpu else None, 2)} | ≤ 100 | "
                 f"{_verdict(cpu is not None and cpu <= 100)} |"
             )
+            if (db_cpu := send.get("database_cpu_us_per_message")) is not None:
+                # What one database server carries: its own processes' CPU per message.
+                rows.append(f"| send ({db}) | database CPU µs/msg | {_fmt(db_cpu, 1)} | | | | - |")
     two_send = r.get("send-two")
     one_send = two_send and _get(r, f"reverb-{two_send['database']}", "send", "messages_per_s")
     if two_send:
@@ -329,7 +338,8 @@ def details(r: Doc) -> list[str]:
                     out.append(
                         f"  - chat of {label} ({h['messages_in_chat']:,} messages): "
                         f"{h['pages_per_s']:,} pages/s, {h['server_cpu_us_per_page']:,} µs "
-                        f"server CPU per page; one client alone: newest page "
+                        f"server CPU per page{database_share(h, 'page')}; one client alone: "
+                        f"newest page "
                         f"{h['newest_ms']}, deep pages {h['deep_ms']} (ms); with "
                         f"{figures['concurrency']} clients: {h['busy_ms']} (ms); failures "
                         f"{h['failures']}"

@@ -176,6 +176,7 @@ def target(server: Server, *pids_from: Server) -> dict[str, Any]:
         "ws_url": server.ws_url,
         "http_url": server.url,
         "pids": pids,
+        "database": server.database,
     }
 
 
