@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reverb.config import async_database_url
 from reverb.storage.db import Database
-from tests.e2e.server import free_port, reverb_serve, server_env
+from tests.e2e.server import reverb_serve, server_env
+from tests.ports import free_port
 
 
 class Site:

@@ -18,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from reverb.storage.tables import identities, users
 from reverb.storage.types import utcnow
 from tests import conftest
-from tests.e2e.server import free_port, server_process
+from tests.e2e.server import server_process
 from tests.e2e.social_site import Site, running_site
 from tests.helpers import PASSWORD
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -20,8 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from reverb.storage.tables import oauth_states, users
 from reverb.storage.types import utcnow
 from tests import conftest
-from tests.e2e.server import free_port, reverb_serve, server_env, server_process
+from tests.e2e.server import reverb_serve, server_env, server_process
 from tests.e2e.social_site import Site, running_site
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
