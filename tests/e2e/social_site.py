@@ -8,7 +8,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -69,6 +69,13 @@ class Site:
         body: dict[str, object] = session.json()
         return body
 
+    def me(self, session: Mapping[str, object]) -> httpx.Response:
+        """`GET /api/users/me` with the session's access token."""
+        token = session["access_token"]
+        return self.http.get(
+            f"{self.reverb}/api/users/me", headers={"Authorization": f"Bearer {token}"}
+        )
+
     def database(self, work: Callable[[AsyncConnection], Awaitable[object]]) -> None:
         async def run() -> None:
             db = Database(async_database_url(self.database_url))
@@ -103,3 +110,15 @@ def running_site(
         finally:
             site.http.close()
     assert "login_code=" not in log.read_text()  # never in a log line
+
+
+def state_is_single_use(site: Site, callback: str) -> None:
+    """The provider's `callback` with another state is refused; as sent, it works once."""
+    parts = urlsplit(callback)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    forged = urlunsplit(parts._replace(query=urlencode({**query, "state": query["state"] + "x"})))
+    r = site.http.get(forged)
+    assert r.status_code == 400 and r.json()["code"] == "invalid_state"
+    assert "login_code" in site.back_at_app(callback)  # the genuine one still works, once
+    replay = site.http.get(callback)
+    assert replay.status_code == 400 and replay.json()["code"] == "invalid_state"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -19,7 +19,7 @@ from reverb.storage.tables import identities, users
 from reverb.storage.types import utcnow
 from tests import conftest
 from tests.e2e.server import server_process
-from tests.e2e.social_site import Site, running_site
+from tests.e2e.social_site import Site, running_site, state_is_single_use
 from tests.helpers import PASSWORD
 from tests.ports import free_port
 
@@ -117,9 +117,7 @@ def test_a_new_account_then_the_same_account_again(site: Site) -> None:
     # The primary verified address; the login, made a username.
     assert user["email"] == "octo@example.com" and user["email_verified"] is True
     assert user["username"] == "octocat" and user["display_name"] == "The Octocat"
-    me = site.http.get(
-        f"{site.reverb}/api/users/me", headers={"Authorization": f"Bearer {first['access_token']}"}
-    )
+    me = site.me(first)
     assert me.status_code == 200 and me.json()["id"] == user["id"]
     # The same GitHub account (its id, whatever its login and addresses are now).
     again = login(site, {**octo, "login": "octo-renamed"}, [email("new@example.com")])
@@ -195,11 +193,4 @@ def test_github_down(site: Site) -> None:
 
 def test_a_tampered_or_replayed_state_is_refused(site: Site) -> None:
     callback = to_github(site, {"id": 901, "login": "hal"}, [email("hal@example.com")])
-    parts = urlsplit(callback)
-    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-    forged = urlunsplit(parts._replace(query=urlencode({**query, "state": query["state"] + "x"})))
-    r = site.http.get(forged)
-    assert r.status_code == 400 and r.json()["code"] == "invalid_state"
-    assert "login_code" in site.back_at_app(callback)  # the genuine one still works, once
-    replay = site.http.get(callback)
-    assert replay.status_code == 400 and replay.json()["code"] == "invalid_state"
+    state_is_single_use(site, callback)
