@@ -30,9 +30,10 @@ pytestmark = pytest.mark.e2e
 WORKERS = 2
 PEOPLE = 4
 # Enough for the kernel to have handed both workers some, on any machine seen so far (it takes
-# a handful); opened a few at a time, which is what spreads them.
+# a handful); opened a few at a time, which is what spreads them: one per person at a time, so
+# that each person's sockets are greeted (logged) in the order they were opened.
 MAX_SOCKETS = 60
-AT_ONCE = 4
+AT_ONCE = PEOPLE
 SENDS_EACH = 5
 # Frames that answer the client itself; every other frame is an event, counted as delivered.
 OWN_FRAMES = {"ready", "ack", "error", "pong"}
