@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -19,12 +18,6 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # 20,000 sockets per side, plus files: above the usual soft limit of the shell.
 OPEN_FILES = 65536
 STARTUP_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def raise_open_files() -> None:

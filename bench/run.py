@@ -23,8 +23,9 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from bench import seed, uploads
-from bench.procs import Server, free_port, python
+from bench.procs import Server, python
 from bench.profile import Recorder
+from tests.ports import free_port
 from tests.redis_server import RedisServer
 from tests.services import POSTGRES_TEST_URL
 

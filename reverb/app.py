@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from redis.asyncio import Redis, RedisCluster
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
-from reverb import __version__, logs
+from reverb import __version__, logs, metrics
 from reverb.api import problems, structs
 from reverb.api.deps import Services
 from reverb.api.middleware import BodyLimit, RequestContext
@@ -202,6 +203,7 @@ def create_app(settings: Settings) -> FastAPI:
         services.publisher.relay.start()
         await presence.start()
         services.mailer.start()
+        flushing = asyncio.create_task(metrics.keep_flushing())
         try:
             yield
         finally:
@@ -216,6 +218,9 @@ def create_app(settings: Settings) -> FastAPI:
                 await services.redis.aclose()
             await services.bus.close()
             await services.db.close()
+            flushing.cancel()
+            await asyncio.wait([flushing])
+            metrics.ended()
 
     # Swagger UI served from its own files under /api/docs/static (fastapi-offline): the
     # docs work without internet and fetch nothing from a third party.

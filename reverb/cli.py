@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
@@ -48,10 +49,6 @@ def _prepare_database(settings: Settings, *, migrate: bool) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    import uvicorn
-
-    from reverb.realtime.transport import FrameWriting
-
     overrides: dict[str, object] = {}
     if args.host is not None:
         overrides["host"] = args.host
@@ -80,6 +77,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # FrameWriting.shutdown), then raises the signal again for the handler it found in place:
     # this one, so that a shutdown asked for ends with status 0, not 143.
     signal.signal(signal.SIGTERM, _stopped)
+    with _metrics_dir(args.workers):
+        _run(settings, args)
+    return 0
+
+
+@contextmanager
+def _metrics_dir(workers: int) -> Iterator[None]:
+    """With several workers, a folder of this run's own where each keeps its metrics for the
+    others' scrapes to add up (prometheus_client's multiprocess mode); removed when it ends."""
+    import os
+    import shutil
+    import tempfile
+
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process: its own numbers, in memory
+    if workers <= 1:
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="reverb-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # the workers inherit it
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from reverb.realtime.transport import FrameWriting
+
     uvicorn.run(
         "reverb.app:factory",
         factory=True,
@@ -101,7 +128,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ws_ping_timeout=settings.ws_ping_timeout_seconds,
         timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
     )
-    return 0
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:

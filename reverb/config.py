@@ -88,6 +88,21 @@ def smtp_server(url: str) -> SmtpServer:
     )
 
 
+# GitHub's OAuth 2 endpoints and user API, for a provider without an issuer.
+GITHUB_URLS = {
+    "authorize_url": "https://github.com/login/oauth/authorize",
+    "token_url": "https://github.com/login/oauth/access_token",
+    "api_url": "https://api.github.com",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class GitHubUrls:
+    authorize: str
+    token: str
+    api: str
+
+
 class OAuthProvider(BaseModel):
     """A social or OpenID Connect login provider (one entry of OAUTH_PROVIDERS)."""
 
@@ -100,6 +115,11 @@ class OAuthProvider(BaseModel):
     # one is GitHub's OAuth 2 with its user API.
     issuer: str | None = None
     display_name: str | None = None
+    # GitHub's OAuth 2 at another address (GitHub Enterprise Server: https://HOST/login/oauth/
+    # authorize, https://HOST/login/oauth/access_token, https://HOST/api/v3): all three or none.
+    authorize_url: str | None = None
+    token_url: str | None = None
+    api_url: str | None = None
 
     @property
     def openid_issuer(self) -> str | None:
@@ -108,23 +128,46 @@ class OAuthProvider(BaseModel):
         return "https://accounts.google.com" if self.name == "google" else None
 
     @property
+    def github(self) -> GitHubUrls | None:
+        """GitHub's OAuth 2 endpoints, for a provider that is GitHub (else None)."""
+        given = (self.authorize_url, self.token_url, self.api_url)
+        if self.openid_issuer is not None or (self.name != "github" and given == (None,) * 3):
+            return None
+        urls = [url or GITHUB_URLS[f] for url, f in zip(given, GITHUB_URLS, strict=True)]
+        return GitHubUrls(urls[0], urls[1], urls[2].rstrip("/"))
+
+    @property
     def title(self) -> str:
         return self.display_name or self.name.capitalize()
 
 
-def _check_issuer(provider: OAuthProvider) -> None:
+def _check_provider(provider: OAuthProvider) -> None:
+    given = {f: getattr(provider, f) for f in GITHUB_URLS if getattr(provider, f) is not None}
+    if given and (provider.openid_issuer is not None or len(given) != len(GITHUB_URLS)):
+        raise ConfigError(
+            f"OAUTH_PROVIDERS: {provider.name!r}: authorize_url, token_url and api_url go "
+            "together, and only without an issuer (they are GitHub's OAuth 2)"
+        )
+    for what, url in given.items():
+        _check_secure(provider, what, url)
     issuer = provider.openid_issuer
-    if issuer is None:
-        if provider.name != "github":
-            raise ConfigError(
-                f"OAUTH_PROVIDERS: {provider.name!r} needs an issuer (OpenID Connect discovery)"
-            )
-        return
-    parts = urlsplit(issuer)
+    if issuer is not None:
+        _check_secure(provider, "issuer", issuer)
+    elif provider.github is None:
+        raise ConfigError(
+            f"OAUTH_PROVIDERS: {provider.name!r} needs an issuer (OpenID Connect discovery)"
+        )
+
+
+def _check_secure(provider: OAuthProvider, what: str, url: str) -> None:
+    parts = urlsplit(url)
     loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
-    # Tokens are checked against keys fetched from the issuer: only TLS makes those its own.
+    # Identities come from what these answer: only TLS makes the answers the provider's own.
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-        raise ConfigError(f"OAUTH_PROVIDERS: the issuer of {provider.name!r} must be https://")
+        raise ConfigError(
+            f"OAUTH_PROVIDERS: the {what} of {provider.name!r} must be https:// (http only on a "
+            "loopback address)"
+        )
 
 
 class Settings(BaseSettings):
@@ -345,7 +388,7 @@ def read_settings(**overrides: object) -> Settings:
     if len(set(names)) != len(names):
         raise ConfigError("OAUTH_PROVIDERS: each provider needs a name of its own")
     for provider in settings.oauth_providers:
-        _check_issuer(provider)
+        _check_provider(provider)
     if settings.redis_cluster and not settings.redis_url:
         raise ConfigError("REDIS_CLUSTER=true needs REDIS_URL (the address of one cluster node)")
     if settings.jwt_secret is not None:

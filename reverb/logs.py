@@ -36,6 +36,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            # Which process wrote it, with `reverb serve --workers N`.
+            "pid": record.process,
         }
         rid = getattr(record, "request_id", None)
         if rid:

@@ -1,11 +1,35 @@
-"""Prometheus metrics. Defined once here so every layer counts into the same registry."""
+"""Prometheus metrics. Defined once here so every layer counts into the same registry.
+
+With several worker processes (`reverb serve --workers N`) prometheus_client's multiprocess mode
+keeps each process's values in files under PROMETHEUS_MULTIPROC_DIR, which `reverb serve` makes
+for the run; a scrape, whichever worker answers it, adds up the files of all of them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+import os
+import re
+from pathlib import Path
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+# prometheus_client reads the same variable once, when it is first imported.
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+# How often each worker copies its tallies into the shared files: a scrape may show another
+# worker's tallies this much late, far less than any scrape interval.
+TALLY_FLUSH_S = 1.0
 
 HTTP_REQUESTS = Counter(
     "reverb_http_requests_total",
@@ -33,28 +57,41 @@ OUTBOX_DROPPED = Counter(
     "Live-only envelopes the relay dropped (outbox closed or too many held while the bus was "
     "away). Logged events are never dropped: their chats are repaired from the log.",
 )
-WS_CONNECTIONS = Gauge("reverb_ws_connections", "Open, authenticated WebSocket connections.")
+# Summed over the workers that are alive: a worker that has exited holds no connections, though
+# its file may still say so when it did not end cleanly.
+WS_CONNECTIONS = Gauge(
+    "reverb_ws_connections",
+    "Open, authenticated WebSocket connections.",
+    multiprocess_mode="livesum",
+)
 WS_CLOSES = Counter(
     "reverb_ws_closes_total", "WebSocket connections closed by the server, by close code.", ["code"]
 )
 
 
 class Tally:
-    """A counter for the hottest path (one count per event per connection): a plain integer,
-    read when scraped. prometheus_client's Counter takes a lock per increment, which cost
-    about a twentieth of a fan-out."""
+    """A counter for the hottest path (one count per event per connection): a plain integer
+    added to, copied into a standard Counter by `flush` (before each scrape, and every
+    TALLY_FLUSH_S with several workers). prometheus_client's Counter takes a lock per increment
+    (with several workers it also writes a shared file), which cost about a twentieth of a
+    fan-out."""
 
     def __init__(self, name: str, documentation: str) -> None:
         self.value = 0
-        self._name = name
-        self._documentation = documentation
-        REGISTRY.register(self)
+        self._flushed = 0
+        self._counter = Counter(name, documentation)
+        _TALLIES.append(self)
 
     def inc(self, amount: int = 1) -> None:
         self.value += amount
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        yield CounterMetricFamily(self._name, self._documentation, value=self.value)
+    def flush(self) -> None:
+        if self.value != self._flushed:
+            self._counter.inc(self.value - self._flushed)
+            self._flushed = self.value
+
+
+_TALLIES: list[Tally] = []
 
 
 EVENTS_DELIVERED = Tally("reverb_events_delivered", "Events written to WebSocket connections.")
@@ -87,3 +124,60 @@ MAILS = Counter(
     "(queue full).",
     ["outcome"],
 )
+
+
+def flush() -> None:
+    for tally in _TALLIES:
+        tally.flush()
+
+
+def exposition() -> bytes:
+    """The Prometheus text of this process, or of all the workers."""
+    flush()
+    if MULTIPROCESS_DIR is None:
+        return generate_latest(REGISTRY)
+    _forget_dead(Path(MULTIPROCESS_DIR))
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+_LIVE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
+
+
+def _forget_dead(folder: Path) -> None:
+    """Drop the live gauges of workers that ended without `ended` (killed, crashed), which
+    uvicorn's supervisor replaced: their connections are gone. A PID the system has given to
+    another process since would keep its last values, until that process ends too."""
+    for path in folder.glob("gauge_live*.db"):
+        found = _LIVE_FILE.fullmatch(path.name)
+        if found is None:
+            continue
+        pid = int(found.group(1))
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):  # gone, or now another user's PID
+            _dead(pid)
+
+
+async def keep_flushing() -> None:
+    """With several workers, copy this one's tallies into the shared files now and then (a
+    scrape answered by another worker cannot ask this one to)."""
+    if MULTIPROCESS_DIR is None:
+        return
+    while True:
+        await asyncio.sleep(TALLY_FLUSH_S)
+        flush()
+
+
+def ended() -> None:
+    """This worker stops: its tallies counted, its live gauges dropped."""
+    flush()
+    if MULTIPROCESS_DIR is not None:
+        _dead(os.getpid())
+
+
+def _dead(pid: int) -> None:
+    # Another worker's scrape may be removing the same files.
+    with contextlib.suppress(FileNotFoundError):
+        mark_process_dead(pid, MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]

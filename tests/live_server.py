@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from reverb.api.deps import Services
 from reverb.app import SocketsFirst, create_app
 from reverb.config import Settings
-from tests.e2e.server import free_port
+from tests.ports import free_port
 
 WAIT_S = 10.0
 

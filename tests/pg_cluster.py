@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis_server import free_port
+from tests.ports import free_port
 
 PG_CTL_TIMEOUT_S = 60
 

@@ -27,8 +27,9 @@ from types import FrameType
 from redis import Redis
 from redis.exceptions import RedisError
 
+from tests.ports import free_port
 from tests.postgres_server import PostgresServer, postgres_problem
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer
 
 POSTGRES_URL_VAR = "REVERB_TEST_POSTGRES_URL"
 REDIS_URL_VAR = "REVERB_TEST_REDIS_URL"

@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx2
+from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
-from authlib.oauth2 import OAuth2Error
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -46,11 +46,6 @@ PROVIDER_TIMEOUT_S = 10.0
 # signed with a key not seen before (a rotation).
 DISCOVERY_FOR_S = 3600.0
 ID_TOKEN_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
-GITHUB = {
-    "authorize": "https://github.com/login/oauth/authorize",
-    "token": "https://github.com/login/oauth/access_token",
-    "api": "https://api.github.com",
-}
 
 
 class Refused(Exception):
@@ -74,7 +69,8 @@ class Identity:
 class Endpoints:
     authorize: str
     token: str
-    jwks: str | None
+    jwks: str | None  # OpenID Connect: the ID token's keys
+    api: str | None = None  # GitHub: its user API
 
 
 def _hash(code: str) -> str:
@@ -205,9 +201,11 @@ class SocialLogin:
     # --- the provider's side -----------------------------------------------------------------
 
     async def _endpoints(self, provider: OAuthProvider) -> Endpoints:
+        github = provider.github
+        if github is not None:
+            return Endpoints(github.authorize, github.token, None, github.api)
         issuer = provider.openid_issuer
-        if issuer is None:
-            return Endpoints(GITHUB["authorize"], GITHUB["token"], None)
+        assert issuer is not None  # settings refuse a provider that is neither
         doc = await self._document(f"{issuer}/.well-known/openid-configuration")
         if doc.get("issuer", "").rstrip("/") != issuer:
             raise Refused("provider_error", "the discovery document names another issuer")
@@ -244,12 +242,14 @@ class SocialLogin:
                 token = await client.fetch_token(
                     endpoints.token, code=code, code_verifier=pending.code_verifier, headers=headers
                 )
-                if endpoints.jwks is None:
-                    return await _github_identity(client)
-        except Refused:
-            raise
-        except (OAuth2Error, Exception) as exc:  # refused, down, or an answer that is not one
-            raise Refused("provider_error", f"token exchange: {type(exc).__name__}") from None
+                if endpoints.api is not None:
+                    return await _github_identity(client, endpoints.api)
+        except httpx2.HTTPError as exc:  # down, slow, or answering with an error status
+            raise Refused("provider_unavailable", f"{type(exc).__name__}") from None
+        # Authlib's errors: the provider refused the code, or its answer is not a token.
+        # ValueError: an answer that is not JSON.
+        except (AuthlibBaseError, ValueError) as exc:
+            raise Refused("provider_error", f"token or user: {type(exc).__name__}") from None
         id_token = token.get("id_token")
         if not isinstance(id_token, str):
             raise Refused("provider_error", "no ID token in the token response")
@@ -343,18 +343,28 @@ class SocialLogin:
         return f"user{secrets.token_hex(8)}"
 
 
-async def _github_identity(client: AsyncOAuth2Client) -> Identity:
-    """GitHub's user API: the account, and its primary verified e-mail."""
-    me = (await client.get(f"{GITHUB['api']}/user")).raise_for_status().json()
-    emails = (await client.get(f"{GITHUB['api']}/user/emails")).raise_for_status().json()
-    verified = [e for e in emails if isinstance(e, dict) and e.get("verified") is True]
-    chosen = next((e for e in verified if e.get("primary")), verified[0] if verified else None)
+async def _github_identity(client: AsyncOAuth2Client, api: str) -> Identity:
+    """GitHub's user API: the account, and its e-mail: the primary one if verified, else
+    another verified one, else the primary one (unverified: like an OpenID provider's
+    unverified claim, it makes a new account but joins none)."""
+    me = (await client.get(f"{api}/user")).raise_for_status().json()
+    emails = (await client.get(f"{api}/user/emails")).raise_for_status().json()
+    if not isinstance(me, dict) or not isinstance(me.get("id"), int | str):
+        raise Refused("provider_error", "the user API answered no account")
+    if not isinstance(emails, list):
+        raise Refused("provider_error", "the user API answered no list of e-mails")
+    known = [e for e in emails if isinstance(e, dict) and isinstance(e.get("email"), str)]
+    usable = [e for e in known if e.get("verified") is True or e.get("primary") is True]
+    chosen = max(
+        usable, key=lambda e: (e.get("verified") is True, e.get("primary") is True), default=None
+    )
+    name, login = me.get("name"), me.get("login")
     return Identity(
         subject=str(me["id"]),
         email=str(chosen["email"]).lower() if chosen else None,
-        email_verified=chosen is not None,
-        name=me.get("name") or None,
-        username_hint=str(me.get("login") or "user"),
+        email_verified=chosen is not None and chosen.get("verified") is True,
+        name=name if isinstance(name, str) and name else None,
+        username_hint=login if isinstance(login, str) and login else "user",
     )
 
 

@@ -29,7 +29,8 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from tests.deploy_files import CADDYFILE, caddy_binary
-from tests.e2e.server import free_port, reverb_serve, run_cli, server_process
+from tests.e2e.server import reverb_serve, run_cli, server_process
+from tests.ports import free_port
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ import httpx
 import pytest
 
 from tests.deploy_files import ROOT, healthcheck_command
-from tests.e2e.server import base_env, free_port, server_env
+from tests.e2e.server import base_env, server_env
 from tests.e2e.wsclient import WsClient
 from tests.helpers import direct, events, register
+from tests.ports import free_port
 from tests.services import REDIS_TEST_URL
 
 pytestmark = pytest.mark.e2e

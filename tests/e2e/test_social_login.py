@@ -4,26 +4,25 @@ login code, traded for a session."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from reverb.config import async_database_url
-from reverb.storage.db import Database
 from reverb.storage.tables import oauth_states, users
 from reverb.storage.types import utcnow
 from tests import conftest
-from tests.e2e.server import free_port, reverb_serve, server_env, server_process
+from tests.e2e.server import reverb_serve, server_env, server_process
+from tests.e2e.social_site import Site, running_site, state_is_single_use
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -42,78 +41,11 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-class Site:
-    def __init__(self, reverb: str, provider: str, app: str, database_url: str) -> None:
-        self.reverb, self.provider, self.app, self.database_url = (
-            reverb,
-            provider,
-            app,
-            database_url,
-        )
-        self.http = httpx.Client(timeout=30)
-
-    def to_provider(self, name: str = "mock", redirect_uri: str | None = None) -> httpx.Response:
-        return self.http.get(
-            f"{self.reverb}/api/auth/oauth/{name}/start",
-            params={"redirect_uri": redirect_uri or self.app},
-        )
-
-    def approve(self, sub: str, claims: dict[str, object]) -> str:
-        """Start a login, approve it at the provider as `sub`; the callback URL it sends back."""
-        assert httpx.put(f"{self.provider}/users/{quote(sub)}", json=claims).status_code == 204
-        start = self.to_provider()
-        assert start.status_code == 302, start.text
-        authorize = start.headers["location"]
-        assert authorize.startswith(self.provider) and "code_challenge=" in authorize
-        approved = self.http.post(authorize, data={"sub": sub})
-        assert approved.status_code == 302, approved.text
-        callback = approved.headers["location"]
-        assert callback.startswith(f"{self.reverb}/api/auth/oauth/mock/callback?")
-        return callback
-
-    def back_at_app(self, callback: str) -> dict[str, str]:
-        """Follow the callback; the query the app gets at its redirect URI."""
-        r = self.http.get(callback)
-        assert r.status_code == 302, r.text
-        back = r.headers["location"]
-        assert back.startswith(self.app + "?")
-        return {k: v[0] for k, v in parse_qs(urlsplit(back).query).items()}
-
-    def exchange(self, login_code: str) -> httpx.Response:
-        return self.http.post(
-            f"{self.reverb}/api/auth/oauth/exchange", json={"login_code": login_code}
-        )
-
-    def login(self, sub: str, claims: dict[str, object]) -> dict[str, object]:
-        got = self.back_at_app(self.approve(sub, claims))
-        assert "login_code" in got, got
-        session = self.exchange(got["login_code"])
-        assert session.status_code == 200, session.text
-        body: dict[str, object] = session.json()
-        return body
-
-    def database(self, work: Callable[[AsyncConnection], Awaitable[object]]) -> None:
-        async def run() -> None:
-            db = Database(async_database_url(self.database_url))
-            try:
-                async with db.transaction() as tx:
-                    await work(tx.conn)
-            finally:
-                await db.close()
-
-        asyncio.run(run())
-
-
 @pytest.fixture(scope="module")
 def site(
     tmp_path_factory: pytest.TempPathFactory, test_database: conftest.TestDatabase, provider: str
 ) -> Iterator[Site]:
     """One Reverb for the module's tests (each uses people of its own)."""
-    tmp_path = tmp_path_factory.mktemp("social")
-    database_url = test_database.fresh_url(tmp_path)
-    port = free_port()
-    reverb = f"http://127.0.0.1:{port}"
-    app = f"http://127.0.0.1:{free_port()}/signed-in"  # the app: only its URL is needed
     providers = [
         {
             "name": "mock",
@@ -130,19 +62,9 @@ def site(
             "issuer": f"http://127.0.0.1:{free_port()}",
         },
     ]
-    env = server_env(
-        database_url,
-        oauth_providers=json.dumps(providers),
-        oauth_redirect_uris=f"{app},https://elsewhere.example/cb",
-        public_url=reverb,
-    )
-    with reverb_serve(tmp_path, env, port=port) as (url, log):
-        site = Site(url, provider, app, database_url)
-        try:
-            yield site
-        finally:
-            site.http.close()
-    assert "login_code=" not in log.read_text()  # never in a log line
+    tmp_path = tmp_path_factory.mktemp("social")
+    with running_site(tmp_path, test_database.fresh_url(tmp_path), provider, providers) as site:
+        yield site
 
 
 def test_providers_are_listed(site: Site) -> None:
@@ -160,9 +82,7 @@ def test_a_new_account_then_the_same_account_again(site: Site) -> None:
     assert isinstance(user, dict)
     assert user["email"] == "zoe@example.com" and user["email_verified"] is True
     assert user["display_name"] == "Zoe Q" and user["username"] == "zoe"
-    me = site.http.get(
-        f"{site.reverb}/api/users/me", headers={"Authorization": f"Bearer {first['access_token']}"}
-    )
+    me = site.me(first)
     assert me.status_code == 200
     second = site.login("zoe-1", claims)
     assert isinstance(second["user"], dict) and second["user"]["id"] == user["id"]
@@ -180,14 +100,7 @@ def test_a_login_code_works_once(site: Site) -> None:
 
 def test_a_tampered_or_replayed_state_is_refused(site: Site) -> None:
     callback = site.approve("xia", {"email": "xia@example.com", "email_verified": True})
-    parts = urlsplit(callback)
-    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-    forged = urlunsplit(parts._replace(query=urlencode({**query, "state": query["state"] + "x"})))
-    r = site.http.get(forged)
-    assert r.status_code == 400 and r.json()["code"] == "invalid_state"
-    assert "login_code" in site.back_at_app(callback)  # the genuine one still works, once
-    replay = site.http.get(callback)
-    assert replay.status_code == 400 and replay.json()["code"] == "invalid_state"
+    state_is_single_use(site, callback)
 
 
 def test_an_unlisted_redirect_uri_is_refused(site: Site) -> None:

@@ -29,7 +29,8 @@ from reverb.realtime.bus import (
 )
 from reverb.realtime.bus.memory import MemoryBus
 from reverb.realtime.bus.redis import RedisBus
-from tests.redis_server import RedisClusterServers, RedisServer, free_port, redis_cluster
+from tests.ports import free_port
+from tests.redis_server import RedisClusterServers, RedisServer, redis_cluster
 from tests.services import REDIS_TEST_URL
 
 __all__ = ["redis_cluster"]  # a fixture, used by name

@@ -13,8 +13,8 @@ import trustme
 from reverb.config import ConfigError, smtp_server
 from reverb.services import mailer as mailer_module
 from reverb.services.mailer import Mail, Mailer
-from tests.e2e.server import free_port
 from tests.helpers import until
+from tests.ports import free_port
 from tests.smtp_server import MailSink
 from tests.smtp_server import smtp_server as serve_smtp
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import asyncpg
 
+from tests.ports import free_port
 from tests.postgres_server import PostgresServer, postgres_problem
-from tests.redis_server import free_port
 
 
 async def _write(url: str) -> None:

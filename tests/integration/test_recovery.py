@@ -17,8 +17,8 @@ from sqlalchemy import select, update
 from reverb.app import create_app
 from reverb.storage.tables import email_codes, users
 from tests.conftest import make_settings
-from tests.e2e.server import free_port
 from tests.helpers import PASSWORD, assert_problem, bearer, register, until
+from tests.ports import free_port
 from tests.smtp_server import MailSink, smtp_server
 
 CODE = re.compile(r"\b(\d{6})\b")

@@ -14,7 +14,8 @@ from reverb.realtime.bus.redis import RedisBus
 from reverb.realtime.bus.relay import Relay, repaired_chats
 from tests.helpers import until
 from tests.integration.test_bus import WAIT_S, bus, redis_cluster, subscribed  # noqa: F401
-from tests.redis_server import RedisServer, free_port
+from tests.ports import free_port
+from tests.redis_server import RedisServer
 
 # What the subscribers here follow: the chats the envelopes name, and the broadcast channel
 # (repairs and revocations).

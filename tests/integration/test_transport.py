@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from reverb.realtime.transport import AsgiTransport, FrameWriting, Transport, transport_for
-from tests.redis_server import free_port
+from tests.ports import free_port
 
 WAIT_S = 10.0
 BIG = "x" * 70_000  # a 64-bit length field

@@ -99,3 +99,62 @@ def test_a_refused_secret_is_named_but_not_shown(in_tmp: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         load_settings(jwt_secret=987654321987654321)
     assert "JWT_SECRET" in str(refused.value) and "987654321" not in str(refused.value)
+
+
+def provider(**fields: str) -> list[dict[str, str]]:
+    return [{"client_id": "id", "client_secret": "secret", **fields}]
+
+
+def test_github_endpoints_default_or_given(in_tmp: Path) -> None:
+    (plain,) = load_settings(
+        _env_file=None, oauth_providers=provider(name="github")
+    ).oauth_providers
+    assert plain.github is not None and plain.github.api == "https://api.github.com"
+    ghe = "https://git.example.com"
+    (own,) = load_settings(
+        _env_file=None,
+        oauth_providers=provider(
+            name="work",
+            authorize_url=f"{ghe}/login/oauth/authorize",
+            token_url=f"{ghe}/login/oauth/access_token",
+            api_url=f"{ghe}/api/v3/",
+        ),
+    ).oauth_providers
+    assert own.github is not None and own.openid_issuer is None
+    assert (own.github.authorize, own.github.api) == (
+        f"{ghe}/login/oauth/authorize",
+        f"{ghe}/api/v3",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "complaint"),
+    [
+        ({"name": "work"}, "needs an issuer"),
+        ({"name": "github", "api_url": "https://x.example"}, "go together"),
+        (
+            {
+                "name": "google",
+                "authorize_url": "https://x.example/a",
+                "token_url": "https://x.example/t",
+                "api_url": "https://x.example",
+            },
+            "only without an issuer",
+        ),
+        (
+            {
+                "name": "github",
+                "authorize_url": "http://git.example.com/a",
+                "token_url": "http://127.0.0.1:9/t",
+                "api_url": "http://[::1]:9",
+            },
+            "authorize_url of 'github' must be https://",
+        ),
+        ({"name": "sso", "issuer": "http://sso.example.com"}, "issuer of 'sso' must be https://"),
+    ],
+)
+def test_provider_addresses_are_checked(
+    in_tmp: Path, fields: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        load_settings(_env_file=None, oauth_providers=provider(**fields))

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from reverb.errors import ErrorCode
 from reverb.storage.db import Database
 from reverb.storage.outage import DatabaseUnavailable, OutageLog, is_outage
-from tests.redis_server import free_port
+from tests.ports import free_port
 
 
 async def test_a_refused_connection_is_an_outage_and_answers_503() -> None:

@@ -6,12 +6,12 @@ import hmac
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reverb.api.deps import ServicesDep
 from reverb.api.problems import responses
 from reverb.api.schemas import Health
 from reverb.errors import ErrorCode, ReverbError
+from reverb.metrics import CONTENT_TYPE, exposition
 
 router = APIRouter(tags=["operations"])
 
@@ -31,7 +31,8 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response, responses=responses(401))
 async def metrics(request: Request, services: ServicesDep) -> Response:
-    """Prometheus text. With METRICS_TOKEN set, only for `Authorization: Bearer <token>`."""
+    """Prometheus text, of every worker. With METRICS_TOKEN set, only for
+    `Authorization: Bearer <token>`."""
     token = services.settings.metrics_token
     if token is not None:
         given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
@@ -42,4 +43,4 @@ async def metrics(request: Request, services: ServicesDep) -> Response:
                 401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE)
