@@ -19,6 +19,12 @@ const REFRESH_MARGIN_MS = 60_000;
 // again with the same client_id; the server dedups them.
 const RETRY_CODES = new Set(["rate_limited", "service_unavailable", "internal_error"]);
 const EVENTS_PAGE = 1000; // the events endpoint's largest page
+// The chat event log's types (docs/api.md): these carry a `seq` of their chat's log. Others are
+// live only; `read` and `delivered` carry a `seq` too, but a marker's, not the log's.
+const LOGGED = new Set([
+  "message.created", "message.updated", "message.deleted", "reaction.updated",
+  "chat.updated", "member.added", "member.updated", "member.removed",
+]);
 
 /** A failed request: HTTP status (0: no answer; null: refused over the socket) and the
  * problem's stable `code`. */
@@ -601,7 +607,7 @@ export class ReverbClient {
   /** One incoming event, in the order they came: logged events in seq order, each once. */
   async #receive(evt, gen) {
     if (gen !== this.#gen) return; // from a socket given up on: the next one replays it
-    if (evt.seq === undefined || evt.chat_id === undefined) {
+    if (!LOGGED.has(evt.type)) {
       if (evt.type === "chat.created") this.track(evt.chat.id, evt.chat.last_seq);
       return this.#deliver(evt);
     }
