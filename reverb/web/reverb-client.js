@@ -12,12 +12,16 @@ const BACKOFF_CAP_MS = 30_000;
 // is dropped.
 const PING_MS = 25_000;
 const SILENT_MS = 2 * PING_MS + 5_000;
+// The server closes a socket that has not authenticated within 10 s; one that is neither
+// ready nor closed a little after that is stuck (a half-open TCP connect): give it up.
+const READY_TIMEOUT_MS = 15_000;
 // An access token is renewed before it expires: at the latest a minute before, or with a
 // third of its life left when it lives less than three minutes (tests use 10 s tokens).
 const REFRESH_MARGIN_MS = 60_000;
 // Sends the server could not take just now (rate_limited, service_unavailable) are tried
 // again with the same client_id; the server dedups them.
 const RETRY_CODES = new Set(["rate_limited", "service_unavailable", "internal_error"]);
+const SEND_RETRY_MS = 1000; // plus up to 4 s of jitter
 const EVENTS_PAGE = 1000; // the events endpoint's largest page
 // The chat event log's types (docs/api.md): these carry a `seq` of their chat's log. Others are
 // live only; `read` and `delivered` carry a `seq` too, but a marker's, not the log's.
@@ -99,6 +103,7 @@ export class ReverbClient {
   #attempt = 0;
   #timer = null;
   #pinger = null;
+  #readyTimer = null;
   #lastFrame = 0;
   #chain = Promise.resolve(); // incoming events, handled one at a time
   #retries = new Map(); // client_id -> timer of a send to try again
@@ -114,8 +119,15 @@ export class ReverbClient {
     this.#session = this.#load("session", null);
     this.#seqs = this.#load("seqs", {});
     this.#outbox = this.#load("outbox", []);
-    globalThis.window?.addEventListener?.("online", () => {
+    const win = globalThis.window;
+    win?.addEventListener?.("online", () => {
       if (this.#wanted && this.#status !== "online") this.#reconnectNow();
+    });
+    // Another tab on the same storage changed the outbox: show what is pending now.
+    win?.addEventListener?.("storage", (e) => {
+      if (e.key !== `${this.#key}.outbox`) return;
+      this.#outbox = this.#load("outbox", []);
+      this.#emit("outbox", this.outbox);
     });
   }
 
@@ -150,7 +162,10 @@ export class ReverbClient {
     try {
       if (value === null) this.#storage.removeItem(`${this.#key}.${name}`);
       else this.#storage.setItem(`${this.#key}.${name}`, JSON.stringify(value));
-    } catch { /* full or disabled: memory still holds it for this page */ }
+      return true;
+    } catch {
+      return false; // full or disabled: memory still holds it for this page
+    }
   }
 
   #setSession(s) {
@@ -180,10 +195,17 @@ export class ReverbClient {
     for (const t of this.#retries.values()) clearTimeout(t);
     this.#retries.clear();
     this.#seqs = {};
-    this.#outbox = [];
     this.#save("seqs", null);
-    this.#save("outbox", null);
-    this.#emit("outbox", []);
+    this.#editOutbox((items) => items.splice(0));
+  }
+
+  /** Change the outbox as stored, since other tabs on the same storage change it too. */
+  #editOutbox(change) {
+    const items = this.#load("outbox", []);
+    change(items);
+    if (this.#save("outbox", items)) this.#outbox = items;
+    else change(this.#outbox);
+    this.#emit("outbox", this.outbox);
   }
 
   /** The session is over (logout, revoked, refresh refused): forget everything of it. */
@@ -309,11 +331,20 @@ export class ReverbClient {
       json: { email, code, new_password: newPassword }, auth: false,
     }));
   }
+  /** Change the password; the server ends every session, and this one logs in again. Its
+   * socket is closed first, so the revocation is not taken for news of the new login. */
   async changePassword(current, next) {
-    await this.request("POST", "/api/users/me/password", {
-      json: { current_password: current, new_password: next },
-    });
-    this.#endSession(); // the server revoked every session, this one too
+    const { username } = this.user ?? {};
+    const wanted = this.#wanted;
+    this.disconnect();
+    try {
+      await this.request("POST", "/api/users/me/password", {
+        json: { current_password: current, new_password: next },
+      });
+      return await this.login(username, next);
+    } finally {
+      if (wanted && this.#session) this.connect();
+    }
   }
   async verifyEmail(code) {
     return this.#setUser(await this.request("POST", "/api/auth/verify-email", { json: { code } }));
@@ -412,14 +443,19 @@ export class ReverbClient {
 
   lastSeq(chatId) { return this.#seqs[chatId]; }
 
+  // The seqs in memory are this client's (what it delivered); the stored ones are for the next
+  // page, and another tab's may be ahead: a seq is stored only where it is higher.
   #setSeq(chatId, seq) {
     this.#seqs[chatId] = seq;
-    this.#save("seqs", this.#seqs);
+    const stored = this.#load("seqs", {});
+    if (!(stored[chatId] >= seq)) this.#save("seqs", { ...stored, [chatId]: seq });
   }
 
   #untrack(chatId) {
     delete this.#seqs[chatId];
-    this.#save("seqs", this.#seqs);
+    const stored = this.#load("seqs", {});
+    delete stored[chatId];
+    this.#save("seqs", stored);
   }
 
   /** Queue a message: stored at once (it survives a reload), sent whenever the socket is up,
@@ -429,8 +465,7 @@ export class ReverbClient {
       client_id: newClientId(), chat_id: chatId, content, reply_to_id, attachment_ids,
       created_at: new Date().toISOString(),
     };
-    this.#outbox.push(item);
-    this.#outboxChanged();
+    this.#editOutbox((items) => items.push(item));
     this.#transmit(item);
     return { ...item };
   }
@@ -450,11 +485,6 @@ export class ReverbClient {
       this.#ws.send(JSON.stringify(frame));
       return true;
     } catch { return false; }
-  }
-
-  #outboxChanged() {
-    this.#save("outbox", this.#outbox);
-    this.#emit("outbox", this.outbox);
   }
 
   #transmit(item) {
@@ -490,6 +520,7 @@ export class ReverbClient {
       return;
     }
     this.#ws = ws;
+    this.#readyTimer = setTimeout(() => { if (gen === this.#gen) this.#closed(4408); }, READY_TIMEOUT_MS);
     ws.onopen = () => {
       if (gen !== this.#gen) return;
       ws.send(JSON.stringify({ type: "auth", token, since: this.#seqs }));
@@ -508,6 +539,7 @@ export class ReverbClient {
   /** Forget the current socket (its handlers go quiet) and close it. */
   #drop(code) {
     clearInterval(this.#pinger);
+    clearTimeout(this.#readyTimer);
     this.#pinger = null;
     const ws = this.#ws;
     this.#ws = null;
@@ -544,6 +576,7 @@ export class ReverbClient {
   #onFrame(frame, gen) {
     switch (frame.type) {
       case "ready":
+        clearTimeout(this.#readyTimer);
         this.#attempt = 0;
         this.#setUser(frame.user);
         this.#setStatus("online");
@@ -578,29 +611,28 @@ export class ReverbClient {
   }
 
   #acked(clientId, message) {
-    const i = this.#outbox.findIndex((item) => item.client_id === clientId);
-    if (i < 0) return; // a second ack for the same send (sent twice): already done
-    this.#outbox.splice(i, 1);
     clearTimeout(this.#retries.get(clientId));
     this.#retries.delete(clientId);
-    this.#outboxChanged();
+    if (!this.#outbox.some((item) => item.client_id === clientId)) return; // acked before
+    this.#editOutbox((items) => removeItem(items, clientId));
     this.#emit("ack", { client_id: clientId, message });
   }
 
   #refused(frame) {
-    const item = this.#outbox.find((it) => it.client_id === frame.ref);
-    if (!item) return; // a typing or marker frame over the limit: nothing to do about it
+    const id = frame.ref;
+    if (!this.#outbox.some((item) => item.client_id === id)) return; // not a send of ours
     if (RETRY_CODES.has(frame.code)) {
-      if (this.#retries.has(item.client_id)) return;
-      const delay = backoffDelay(3, Math.random) + 1000;
-      this.#retries.set(item.client_id, setTimeout(() => {
-        this.#retries.delete(item.client_id);
-        if (this.#outbox.includes(item)) this.#transmit(item);
-      }, delay));
+      if (this.#retries.has(id)) return;
+      const retry = setTimeout(() => {
+        this.#retries.delete(id);
+        const item = this.#outbox.find((it) => it.client_id === id);
+        if (item) this.#transmit(item);
+      }, SEND_RETRY_MS + backoffDelay(3));
+      retry?.unref?.(); // Node: a retry alone does not keep a program running
+      this.#retries.set(id, retry);
       return;
     }
-    this.#outbox.splice(this.#outbox.indexOf(item), 1);
-    this.#outboxChanged();
+    this.#editOutbox((items) => removeItem(items, id));
     this.#emit("error", new ReverbError(null, frame.code, frame.detail, { ref: frame.ref }));
   }
 
@@ -648,6 +680,11 @@ export class ReverbClient {
     this.#emit("event", evt);
     this.#emit(evt.type, evt);
   }
+}
+
+function removeItem(items, clientId) {
+  const i = items.findIndex((item) => item.client_id === clientId);
+  if (i >= 0) items.splice(i, 1);
 }
 
 function xhrFetch(XHR, url, { method, headers, body, signal }, onProgress) {

@@ -165,3 +165,27 @@ test("a refused refresh ends the session; so does session.revoked on the socket"
   assert.equal(offline.user, null);
   assert.deepEqual(ended, [null]);
 });
+
+test("a password change ends the other sessions and keeps this one, socket included", async () => {
+  const storage = new MemoryStorage();
+  const rc = await user({ storage });
+  const elsewhere = client();
+  await elsewhere.login(rc.user.username, PASSWORD);
+  const statuses = collect(rc, "status");
+  await online(rc);
+  const before = storage.json("session").refresh_token;
+  await rc.changePassword(PASSWORD, "another horse battery");
+  assert.notEqual(storage.json("session").refresh_token, before);
+  // The socket of the old login was closed; the client is back, on the new one.
+  await until(() => statuses.length >= 5 && rc.status === "online", { what: "back online" });
+  assert.deepEqual(statuses, ["connecting", "online", "offline", "connecting", "online"]);
+  assert.equal(rc.user.username, storage.json("session").user.username);
+  assert.equal((await rc.me()).id, rc.user.id);
+  await rejects(elsewhere.me(), 401, "invalid_token");
+  assert.equal(elsewhere.user, null);
+  await rejects(client().login(rc.user.username, PASSWORD), 401, "invalid_credentials");
+  // A wrong current password changes nothing, and the socket comes back.
+  await rejects(rc.changePassword("wrong password", "a third horse"), 403, "invalid_credentials");
+  await until(() => rc.status === "online", { what: "online again" });
+  assert.ok(rc.user);
+});

@@ -118,3 +118,22 @@ test("a send the server refuses for good leaves the outbox with an error", async
   assert.deepEqual(alice.outbox, []);
   alice.disconnect();
 });
+
+test("two tabs on one storage keep each other's pending sends", async () => {
+  const storage = new MemoryStorage();
+  const [alice, bob] = await Promise.all([user({ storage }), user()]);
+  const chat = await alice.createDirect(bob.user.id);
+  const otherTab = client({ storage });
+  const first = alice.send(chat.id, { content: "from the first tab" });
+  const second = otherTab.send(chat.id, { content: "from the second tab" });
+  assert.deepEqual(storage.json("outbox").map((i) => i.client_id), [first.client_id, second.client_id]);
+  // A reload sends both; each is acknowledged and stored once.
+  const reloaded = client({ storage });
+  const acks = collect(reloaded, "ack");
+  await online(reloaded);
+  await until(() => acks.length === 2, { what: "two acks" });
+  assert.deepEqual(new Set(acks.map((a) => a.message.content)), new Set(["from the first tab", "from the second tab"]));
+  assert.deepEqual(storage.json("outbox"), []);
+  const history = await bob.history(chat.id);
+  assert.equal(history.items.length, 2);
+});
