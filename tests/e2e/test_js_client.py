@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from tests.e2e.server import base_env, reverb_process, server_env
+from tests.e2e.server import base_env, free_port, reverb_process, running_process, server_env
+from tests.helpers import PASSWORD, bearer, until
 from tests.node import run_node
 
 pytestmark = pytest.mark.e2e
@@ -42,3 +48,77 @@ def test_the_javascript_client_against_a_real_server(tmp_path: Path, database_ur
     counts = dict(re.findall(r"^\S (tests|pass|fail|skipped|todo|cancelled) (\d+)$", out, re.M))
     assert counts.get("fail") == "0" and int(counts.get("pass", 0)) > 0, out
     assert counts["pass"] == counts["tests"], out
+
+
+def test_the_javascript_client_across_a_server_restart(tmp_path: Path, database_url: str) -> None:
+    """The server stops (closing its sockets with 1012) and a new process starts on the same
+    port and database: the client reconnects, resumes with `since`, and its send made in
+    between is stored once."""
+    env = server_env(database_url)
+    port = free_port()
+    mark = tmp_path / "online"
+
+    def serve(port: int) -> list[str]:
+        return [sys.executable, "-m", "reverb", "serve", "--port", str(port)]
+
+    with ThreadPoolExecutor(1) as pool:
+        with running_process(tmp_path, env, serve, port=port) as first:
+            with httpx.Client(base_url=first.url, timeout=30) as http:
+                alice, bob, chat = _pair(http)
+                for i in range(2):
+                    _post(http, bob, chat, f"before {i}")
+            node = pool.submit(
+                run_node,
+                [str(ROOT / "tests" / "js" / "restart_client.mjs")],
+                cwd=ROOT,
+                env={
+                    **base_env(),
+                    "REVERB_URL": first.url,
+                    "REVERB_LOGIN": alice["user"]["username"],
+                    "REVERB_PASSWORD": PASSWORD,
+                    "REVERB_CHAT": chat,
+                    "REVERB_MARK": str(mark),
+                    "REVERB_EXPECTED_SEQ": "6",
+                },
+                timeout=TIMEOUT_S,
+            )
+            asyncio.run(until(mark.exists, "the client to see the first two messages", 60))
+        with running_process(tmp_path, env, serve, port=port) as second:
+            with httpx.Client(base_url=second.url, timeout=30) as http:
+                for i in range(3):
+                    _post(http, bob, chat, f"after {i}")
+            done = node.result(timeout=TIMEOUT_S)
+            with httpx.Client(base_url=second.url, timeout=30) as http:
+                history = http.get(f"/api/messages/{chat}", headers=alice["headers"]).json()
+    assert done.returncode == 0, done.stdout + done.stderr
+    contents = [m["content"] for m in history["items"]]
+    assert contents.count("during the restart") == 1, contents
+    assert len(contents) == 6, contents
+
+
+def _pair(http: httpx.Client) -> tuple[dict[str, Any], dict[str, Any], str]:
+    sessions = []
+    for name in ("alice", "bob"):
+        r = http.post(
+            "/api/auth/register",
+            json={"username": name, "email": f"{name}@example.com", "password": PASSWORD},
+        )
+        assert r.status_code == 201, r.text
+        session: dict[str, Any] = r.json()
+        session["headers"] = bearer(session["access_token"])
+        sessions.append(session)
+    alice, bob = sessions
+    r = http.post(
+        "/api/chats",
+        json={"type": "direct", "user_id": bob["user"]["id"]},
+        headers=alice["headers"],
+    )
+    assert r.status_code == 201, r.text
+    return alice, bob, str(r.json()["id"])
+
+
+def _post(http: httpx.Client, sender: dict[str, Any], chat: str, content: str) -> None:
+    r = http.post(
+        "/api/messages", json={"chat_id": chat, "content": content}, headers=sender["headers"]
+    )
+    assert r.status_code == 201, r.text
