@@ -106,7 +106,11 @@ export class ReverbClient {
   #readyTimer = null;
   #lastFrame = 0;
   #chain = Promise.resolve(); // incoming events, handled one at a time
-  #retries = new Map(); // client_id -> timer of a send to try again
+  // Sends go out one at a time, each after the previous one's answer, so they are stored in the
+  // order they were written, also when one is refused for a while (a burst over the rate
+  // limit, the database away): the one in flight, and the timer of a send to try again.
+  #inflight = null;
+  #resend = null;
 
   constructor({ baseUrl, storage, storageKey = "reverb", WebSocket, fetch } = {}) {
     this.#base = String(baseUrl ?? globalThis.location?.origin ?? "").replace(/\/+$/, "");
@@ -128,6 +132,7 @@ export class ReverbClient {
       if (e.key !== `${this.#key}.outbox`) return;
       this.#outbox = this.#load("outbox", []);
       this.#emit("outbox", this.outbox);
+      this.#pump();
     });
   }
 
@@ -192,8 +197,8 @@ export class ReverbClient {
   }
 
   #forgetState() {
-    for (const t of this.#retries.values()) clearTimeout(t);
-    this.#retries.clear();
+    clearTimeout(this.#resend);
+    this.#resend = this.#inflight = null;
     this.#seqs = {};
     this.#save("seqs", null);
     this.#editOutbox((items) => items.splice(0));
@@ -466,7 +471,7 @@ export class ReverbClient {
       created_at: new Date().toISOString(),
     };
     this.#editOutbox((items) => items.push(item));
-    this.#transmit(item);
+    this.#pump();
     return { ...item };
   }
 
@@ -487,11 +492,14 @@ export class ReverbClient {
     } catch { return false; }
   }
 
-  #transmit(item) {
+  /** Send the first pending message, unless one is in flight or waiting to be tried again. */
+  #pump() {
+    const item = this.#outbox[0];
+    if (!item || this.#inflight || this.#resend) return;
     const { client_id, chat_id, content, reply_to_id, attachment_ids } = item;
     const frame = { type: "message.send", ref: client_id, client_id, chat_id, content, attachment_ids };
     if (reply_to_id) frame.reply_to_id = reply_to_id;
-    this.#frame(frame);
+    if (this.#frame(frame)) this.#inflight = client_id;
   }
 
   #setStatus(status) {
@@ -541,6 +549,7 @@ export class ReverbClient {
     clearInterval(this.#pinger);
     clearTimeout(this.#readyTimer);
     this.#pinger = null;
+    this.#inflight = null; // its answer, if any, would come on this socket
     const ws = this.#ws;
     this.#ws = null;
     this.#gen++;
@@ -581,7 +590,7 @@ export class ReverbClient {
         this.#setUser(frame.user);
         this.#setStatus("online");
         this.#startPinging(gen);
-        for (const item of this.#outbox) this.#transmit(item);
+        this.#pump();
         return;
       case "ack":
         if (frame.message) this.#acked(frame.ref ?? frame.message.client_id, frame.message);
@@ -611,29 +620,29 @@ export class ReverbClient {
   }
 
   #acked(clientId, message) {
-    clearTimeout(this.#retries.get(clientId));
-    this.#retries.delete(clientId);
-    if (!this.#outbox.some((item) => item.client_id === clientId)) return; // acked before
-    this.#editOutbox((items) => removeItem(items, clientId));
-    this.#emit("ack", { client_id: clientId, message });
+    if (clientId === this.#inflight) this.#inflight = null;
+    // A second ack of one send (another tab, or a copy of the outbox, sent it too): done.
+    if (this.#outbox.some((item) => item.client_id === clientId)) {
+      this.#editOutbox((items) => removeItem(items, clientId));
+      this.#emit("ack", { client_id: clientId, message });
+    }
+    this.#pump();
   }
 
   #refused(frame) {
     const id = frame.ref;
-    if (!this.#outbox.some((item) => item.client_id === id)) return; // not a send of ours
+    if (id === undefined || id !== this.#inflight) return; // not about a send in flight
+    this.#inflight = null;
     if (RETRY_CODES.has(frame.code)) {
-      if (this.#retries.has(id)) return;
-      const retry = setTimeout(() => {
-        this.#retries.delete(id);
-        const item = this.#outbox.find((it) => it.client_id === id);
-        if (item) this.#transmit(item);
+      this.#resend = setTimeout(() => {
+        this.#resend = null;
+        this.#pump();
       }, SEND_RETRY_MS + backoffDelay(3));
-      retry?.unref?.(); // Node: a retry alone does not keep a program running
-      this.#retries.set(id, retry);
       return;
     }
     this.#editOutbox((items) => removeItem(items, id));
-    this.#emit("error", new ReverbError(null, frame.code, frame.detail, { ref: frame.ref }));
+    this.#emit("error", new ReverbError(null, frame.code, frame.detail, { ref: id }));
+    this.#pump();
   }
 
   /** One incoming event, in the order they came: logged events in seq order, each once. */

@@ -25,24 +25,30 @@ JS_TESTS = sorted(str(p) for p in (ROOT / "tests" / "js").glob("*.test.mjs"))
 TIMEOUT_S = 240
 # The shortest access token the server allows, so a test sees one expire and be renewed.
 ACCESS_TOKEN_TTL_S = "10"
+LIMITED_MESSAGES = "5 per second"
 
 
 def test_the_javascript_client_against_a_real_server(tmp_path: Path, database_url: str) -> None:
     assert JS_TESTS, "no tests/js/*.test.mjs"
     env = server_env(database_url, access_token_ttl_seconds=ACCESS_TOKEN_TTL_S)
-    with reverb_process(tmp_path, env) as server:
+    # A second server on the same database, with the default-like message limit made small, for
+    # sends refused as rate_limited and tried again.
+    limited_env = {**env, "RATE_LIMIT_MESSAGES": LIMITED_MESSAGES}
+    with reverb_process(tmp_path, env) as server, reverb_process(tmp_path, limited_env) as limited:
         done = run_node(
             ["--test", "--test-reporter=spec", *JS_TESTS],
             cwd=ROOT,
             env={
                 **base_env(),
                 "REVERB_URL": server.url,
+                "REVERB_LIMITED_URL": limited.url,
                 "REVERB_ACCESS_TOKEN_TTL_S": ACCESS_TOKEN_TTL_S,
             },
             timeout=TIMEOUT_S,
         )
         out = done.stdout + done.stderr
-        assert done.returncode == 0, out + "\n--- server log ---\n" + server.log_path.read_text()
+        logs = server.log_path.read_text() + limited.log_path.read_text()
+        assert done.returncode == 0, out + "\n--- server logs ---\n" + logs
     # The spec reporter's summary: every test ran, none skipped or left as todo (a test that
     # cannot run fails instead).
     counts = dict(re.findall(r"^\S (tests|pass|fail|skipped|todo|cancelled) (\d+)$", out, re.M))

@@ -137,3 +137,33 @@ test("two tabs on one storage keep each other's pending sends", async () => {
   const history = await bob.history(chat.id);
   assert.equal(history.items.length, 2);
 });
+
+test("sends refused as rate_limited are tried again, and stored in the order written", async () => {
+  // REVERB_LIMITED_URL: a server on the same database allowing 5 messages a second.
+  const limitedUrl = process.env.REVERB_LIMITED_URL;
+  assert.ok(limitedUrl, "REVERB_LIMITED_URL is set");
+  const refusals = [];
+  class Listening extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (m) => {
+        const frame = JSON.parse(m.data);
+        if (frame.type === "error") refusals.push(frame.code);
+      });
+    }
+  }
+  const [alice, bob] = await Promise.all([user({ baseUrl: limitedUrl, WebSocket: Listening }), user()]);
+  const chat = await alice.createDirect(bob.user.id);
+  const acks = collect(alice, "ack");
+  const errors = collect(alice, "error");
+  const written = Array.from({ length: 12 }, (_, i) => `burst ${i}`);
+  for (const content of written) alice.send(chat.id, { content });
+  await online(alice);
+  await until(() => acks.length === 12, { timeout: 30_000, what: "12 acks" });
+  assert.ok(refusals.length > 0 && refusals.every((c) => c === "rate_limited"), String(refusals));
+  assert.deepEqual(errors, []);
+  assert.deepEqual(acks.map((a) => a.message.content), written);
+  const history = await bob.history(chat.id);
+  assert.deepEqual(history.items.map((m) => m.content), written);
+  assert.deepEqual(history.items.map((m) => m.seq), written.map((_, i) => i + 1));
+});
