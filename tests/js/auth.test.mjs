@@ -5,7 +5,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { ReverbClient, ReverbError } from "../../reverb/web/reverb-client.js";
-import { MemoryStorage, PASSWORD, URL_, client, collect, online, until, user } from "./helpers.mjs";
+import {
+  MemoryStorage, PASSWORD, URL_, client, collect, online, recordingSocket, until, user,
+} from "./helpers.mjs";
 
 const TTL_MS = Number(process.env.REVERB_ACCESS_TOKEN_TTL_S || 0) * 1000;
 
@@ -18,18 +20,6 @@ function recordingFetch() {
     return res;
   };
   return { calls, fetch: f };
-}
-
-/** WebSocket, with the close code of every socket recorded. */
-function recordingSocket() {
-  const closes = [];
-  class Recording extends WebSocket {
-    constructor(...args) {
-      super(...args);
-      this.addEventListener("close", (e) => closes.push(e.code));
-    }
-  }
-  return { closes, WebSocket: Recording };
 }
 
 async function rejects(promise, status, code) {

@@ -46,6 +46,21 @@ export async function user(options = {}) {
   return rc;
 }
 
+/** A WebSocket class that records, for the test, the close code of each of its sockets and
+ * every frame they received; the client uses it as it would the global one. */
+export function recordingSocket() {
+  const closes = [];
+  const frames = [];
+  class Recording extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("close", (e) => closes.push(e.code));
+      this.addEventListener("message", (m) => frames.push(JSON.parse(m.data)));
+    }
+  }
+  return { closes, frames, WebSocket: Recording };
+}
+
 /** Wait until `fn()` is truthy (returning it); fail after `timeout` ms. */
 export async function until(fn, { timeout = 15_000, what = String(fn) } = {}) {
   const deadline = Date.now() + timeout;

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { MemoryStorage, client, collect, online, until, user } from "./helpers.mjs";
+import { MemoryStorage, client, collect, online, recordingSocket, until, user } from "./helpers.mjs";
 
 async function stored(rc, chatId, clientId) {
   const page = await rc.history(chatId, { limit: 100 });
@@ -54,15 +54,8 @@ test("a send made offline survives a reload and is stored once", async () => {
 test("a send that went out twice is acknowledged, delivered and stored once", async () => {
   // A socket that writes every message.send twice: two acks come back for one send.
   const twice = [];
-  const rawAcks = [];
-  class Doubling extends WebSocket {
-    constructor(...args) {
-      super(...args);
-      this.addEventListener("message", (m) => {
-        const frame = JSON.parse(m.data);
-        if (frame.type === "ack") rawAcks.push(frame);
-      });
-    }
+  const recording = recordingSocket();
+  class Doubling extends recording.WebSocket {
     send(data) {
       super.send(data);
       if (JSON.parse(data).type === "message.send") {
@@ -81,9 +74,10 @@ test("a send that went out twice is acknowledged, delivered and stored once", as
   const second = alice.send(chat.id, { content: "two" });
   await until(() => acks.length === 2 && created.length === 2, { what: "two acks, two events" });
   // The doubled frames were answered: the server acked four times, the app heard two acks.
-  await until(() => rawAcks.length === 4, { what: "four acks on the wire" });
+  const rawAcks = () => recording.frames.filter((f) => f.type === "ack");
+  await until(() => rawAcks().length === 4, { what: "four acks on the wire" });
   assert.equal(twice.length, 2);
-  assert.equal(new Set(rawAcks.map((a) => a.message.id)).size, 2);
+  assert.equal(new Set(rawAcks().map((a) => a.message.id)).size, 2);
   assert.deepEqual(acks.map((a) => a.client_id), [first.client_id, second.client_id]);
   assert.deepEqual(created.map((e) => e.seq), [1, 2]);
   assert.deepEqual(changes.at(-1), []);
@@ -142,17 +136,8 @@ test("sends refused as rate_limited are tried again, and stored in the order wri
   // REVERB_LIMITED_URL: a server on the same database allowing 5 messages a second.
   const limitedUrl = process.env.REVERB_LIMITED_URL;
   assert.ok(limitedUrl, "REVERB_LIMITED_URL is set");
-  const refusals = [];
-  class Listening extends WebSocket {
-    constructor(...args) {
-      super(...args);
-      this.addEventListener("message", (m) => {
-        const frame = JSON.parse(m.data);
-        if (frame.type === "error") refusals.push(frame.code);
-      });
-    }
-  }
-  const [alice, bob] = await Promise.all([user({ baseUrl: limitedUrl, WebSocket: Listening }), user()]);
+  const { frames, WebSocket } = recordingSocket();
+  const [alice, bob] = await Promise.all([user({ baseUrl: limitedUrl, WebSocket }), user()]);
   const chat = await alice.createDirect(bob.user.id);
   const acks = collect(alice, "ack");
   const errors = collect(alice, "error");
@@ -160,6 +145,7 @@ test("sends refused as rate_limited are tried again, and stored in the order wri
   for (const content of written) alice.send(chat.id, { content });
   await online(alice);
   await until(() => acks.length === 12, { timeout: 30_000, what: "12 acks" });
+  const refusals = frames.filter((f) => f.type === "error").map((f) => f.code);
   assert.ok(refusals.length > 0 && refusals.every((c) => c === "rate_limited"), String(refusals));
   assert.deepEqual(errors, []);
   assert.deepEqual(acks.map((a) => a.message.content), written);

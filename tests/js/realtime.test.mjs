@@ -3,7 +3,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { MemoryStorage, client, collect, online, range, seqsOf, until, user } from "./helpers.mjs";
+import {
+  MemoryStorage, client, collect, online, range, recordingSocket, seqsOf, until, user,
+} from "./helpers.mjs";
 
 async function pair(aliceOptions = {}) {
   const [alice, bob] = await Promise.all([user(aliceOptions), user()]);
@@ -112,14 +114,8 @@ test("a chat created with me is tracked from its chat.created on", async () => {
 });
 
 test("closed by the server (4429), the client reconnects and misses nothing", async () => {
-  const closes = [];
-  class Recording extends WebSocket {
-    constructor(...args) {
-      super(...args);
-      this.addEventListener("close", (e) => closes.push(e.code));
-    }
-  }
-  const { alice, bob, chat } = await pair({ WebSocket: Recording });
+  const { closes, WebSocket } = recordingSocket();
+  const { alice, bob, chat } = await pair({ WebSocket });
   const events = collect(alice);
   const statuses = collect(alice, "status");
   await online(alice);

@@ -5,20 +5,14 @@
 import { writeFileSync } from "node:fs";
 
 import { ReverbClient } from "../../reverb/web/reverb-client.js";
-import { MemoryStorage } from "./helpers.mjs";
+import { MemoryStorage, recordingSocket } from "./helpers.mjs";
 
 const { REVERB_URL, REVERB_LOGIN, REVERB_PASSWORD, REVERB_CHAT, REVERB_MARK } = process.env;
 const EXPECTED_SEQ = Number(process.env.REVERB_EXPECTED_SEQ);
 const TIMEOUT_MS = 60_000;
 
-const closes = [];
-class Recording extends WebSocket {
-  constructor(...args) {
-    super(...args);
-    this.addEventListener("close", (e) => closes.push(e.code));
-  }
-}
-const rc = new ReverbClient({ baseUrl: REVERB_URL, storage: new MemoryStorage(), WebSocket: Recording });
+const { closes, WebSocket } = recordingSocket();
+const rc = new ReverbClient({ baseUrl: REVERB_URL, storage: new MemoryStorage(), WebSocket });
 const seqs = [];
 const statuses = [];
 const acks = [];
