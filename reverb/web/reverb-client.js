@@ -295,21 +295,34 @@ export class ReverbClient {
   }
 
   // --- accounts --------------------------------------------------------------------------
-  async register({ username, email, password, display_name }) {
-    return this.#setSession(await this.request("POST", "/api/auth/register", {
-      json: { username, email, password, display_name }, auth: false,
-    }));
+  register({ username, email, password, display_name }) {
+    return this.#startSession("/api/auth/register", { username, email, password, display_name });
   }
 
-  async login(login, password) {
+  login(login, password) {
     const json = login.includes("@") ? { email: login, password } : { username: login, password };
-    return this.#setSession(await this.request("POST", "/api/auth/login", { json, auth: false }));
+    return this.#startSession("/api/auth/login", json);
   }
 
-  async exchangeLoginCode(code) {
-    return this.#setSession(await this.request("POST", "/api/auth/oauth/exchange", {
-      json: { login_code: code }, auth: false,
-    }));
+  exchangeLoginCode(code) {
+    return this.#startSession("/api/auth/oauth/exchange", { login_code: code });
+  }
+
+  /** A new session replaces this one; its socket, if any, is closed first (it speaks for the
+   * old session, whose revocation it may yet announce) and opened again after. */
+  #startSession(path, json) {
+    return this.#reconnectAfter(async () =>
+      this.#setSession(await this.request("POST", path, { json, auth: false })));
+  }
+
+  async #reconnectAfter(fn) {
+    const wanted = this.#wanted;
+    this.disconnect();
+    try {
+      return await fn();
+    } finally {
+      if (wanted && this.#session) this.connect();
+    }
   }
 
   async logout() {
@@ -331,25 +344,18 @@ export class ReverbClient {
   forgotPassword(email) {
     return this.request("POST", "/api/auth/forgot-password", { json: { email }, auth: false });
   }
-  async resetPassword(email, code, newPassword) {
-    return this.#setSession(await this.request("POST", "/api/auth/reset-password", {
-      json: { email, code, new_password: newPassword }, auth: false,
-    }));
+  resetPassword(email, code, newPassword) {
+    return this.#startSession("/api/auth/reset-password", { email, code, new_password: newPassword });
   }
-  /** Change the password; the server ends every session, and this one logs in again. Its
-   * socket is closed first, so the revocation is not taken for news of the new login. */
-  async changePassword(current, next) {
+  /** Change the password; the server ends every session, and this one logs in again. */
+  changePassword(current, next) {
     const { username } = this.user ?? {};
-    const wanted = this.#wanted;
-    this.disconnect();
-    try {
+    return this.#reconnectAfter(async () => {
       await this.request("POST", "/api/users/me/password", {
         json: { current_password: current, new_password: next },
       });
-      return await this.login(username, next);
-    } finally {
-      if (wanted && this.#session) this.connect();
-    }
+      return this.login(username, next);
+    });
   }
   async verifyEmail(code) {
     return this.#setUser(await this.request("POST", "/api/auth/verify-email", { json: { code } }));

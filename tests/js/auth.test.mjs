@@ -179,3 +179,34 @@ test("a password change ends the other sessions and keeps this one, socket inclu
   await until(() => rc.status === "online", { what: "online again" });
   assert.ok(rc.user);
 });
+
+test("logging in as someone else switches the socket and forgets the first one's seqs and sends", async () => {
+  const storage = new MemoryStorage();
+  const [rc, bob] = await Promise.all([user({ storage }), user()]);
+  const alice = rc.user;
+  const direct = await rc.createDirect(bob.user.id);
+  const alone = await rc.createGroup({ name: "only alice" });
+  const events = collect(rc, "message.created");
+  const errors = collect(rc, "error");
+  await online(rc);
+  await bob.request("POST", "/api/messages", { json: { chat_id: direct.id, content: "hi" } });
+  await until(() => rc.lastSeq(direct.id) === 1);
+  rc.disconnect();
+  rc.send(alone.id, { content: "pending when bob logs in" });
+  rc.connect();
+  await rc.login(bob.user.username, PASSWORD);
+  await until(() => rc.status === "online", { what: "online as bob" });
+  assert.equal(rc.user.id, bob.user.id);
+  assert.equal(rc.lastSeq(direct.id), undefined);
+  assert.equal(storage.getItem("reverb.seqs"), null);
+  assert.deepEqual([rc.outbox, storage.json("outbox")], [[], []]);
+  // The socket is bob's: alice's own group is silent, the direct chat is not.
+  const elsewhere = client();
+  await elsewhere.login(alice.username, PASSWORD);
+  await elsewhere.request("POST", "/api/messages", { json: { chat_id: alone.id, content: "x" } });
+  await elsewhere.request("POST", "/api/messages", { json: { chat_id: direct.id, content: "to bob" } });
+  await until(() => events.at(-1)?.message.content === "to bob", { what: "bob's message" });
+  assert.ok(!events.some((e) => e.chat_id === alone.id));
+  assert.deepEqual((await elsewhere.history(alone.id)).items.map((m) => m.content), ["x"]);
+  assert.deepEqual(errors, []);
+});
