@@ -1,6 +1,7 @@
 // The socket: live events in seq order and once, resume with `since`, gap fill, reconnect
 // after the server closes the socket, and the typing/read/delivered helpers.
 import assert from "node:assert/strict";
+import net from "node:net";
 import { test } from "node:test";
 
 import {
@@ -164,4 +165,47 @@ test("typing, delivered and read reach the other member", async () => {
   const row = (await bob.members(chat.id)).items.find((m) => m.user.id === alice.user.id);
   assert.equal(row.last_read_seq, 2);
   assert.equal(row.last_delivered_seq, 2);
+});
+
+test("a gap that cannot be filled (the request fails) is resumed over a new socket instead", async () => {
+  let failures = 0;
+  const flaky = async (url, init) => {
+    if (new URL(url).pathname.endsWith("/events") && failures++ === 0) throw new TypeError("fetch failed");
+    return fetch(url, init);
+  };
+  const { closes, WebSocket } = recordingSocket();
+  const { alice, bob, chat } = await pair({ fetch: flaky, WebSocket });
+  await post(bob, chat.id, 5);
+  const events = collect(alice);
+  await online(alice);
+  alice.track(chat.id, 2);
+  await post(bob, chat.id, 1, "live");
+  await until(() => alice.lastSeq(chat.id) === 6 && alice.status === "online", { what: "seq 6" });
+  await post(bob, chat.id, 1, "after");
+  await until(() => alice.lastSeq(chat.id) === 7);
+  assert.equal(failures, 1, "the one failed fill, and no other fill: the replay came by socket");
+  assert.equal(closes.length, 1, String(closes));
+  assert.deepEqual(seqsOf(events, chat.id), [3, 4, 5, 6, 7]);
+});
+
+test("a connect that hangs (no answer to the upgrade) is given up and tried again", { timeout: 60_000 }, async () => {
+  const storage = new MemoryStorage();
+  await user({ storage });
+  // A server that accepts TCP connections and never answers on them.
+  const held = [];
+  const silent = net.createServer((socket) => held.push(socket));
+  await new Promise((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  try {
+    const url = `http://127.0.0.1:${silent.address().port}`;
+    const stuck = client({ baseUrl: url, storage }); // its token is fresh: no REST call first
+    const statuses = collect(stuck, "status");
+    stuck.connect();
+    await until(() => held.length === 2, { timeout: 30_000, what: "a second attempt" });
+    assert.deepEqual(statuses, ["connecting"]);
+    stuck.disconnect();
+    assert.deepEqual(statuses, ["connecting", "offline"]);
+  } finally {
+    for (const s of held) s.destroy();
+    silent.close();
+  }
 });
