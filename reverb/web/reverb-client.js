@@ -18,10 +18,12 @@ const READY_TIMEOUT_MS = 15_000;
 // An access token is renewed before it expires: at the latest a minute before, or with a
 // third of its life left when it lives less than three minutes (tests use 10 s tokens).
 const REFRESH_MARGIN_MS = 60_000;
-// Sends the server could not take just now (rate_limited, service_unavailable) are tried
-// again with the same client_id; the server dedups them.
-const RETRY_CODES = new Set(["rate_limited", "service_unavailable", "internal_error"]);
-const SEND_RETRY_MS = 1000; // plus up to 4 s of jitter
+// Sends the server could not take just now are tried again with the same client_id (the
+// server dedups them) after 1 s plus up to 4 s of jitter: past the message limit's window
+// (40 per 2 s by default) and spread out, as a database outage ends for every client at once.
+// Any other refusal is for good: tried again it would hold up every later send.
+const RETRY_CODES = new Set(["rate_limited", "service_unavailable"]);
+const SEND_RETRY_MS = 1000;
 const EVENTS_PAGE = 1000; // the events endpoint's largest page
 // The chat event log's types (docs/api.md): these carry a `seq` of their chat's log. Others are
 // live only; `read` and `delivered` carry a `seq` too, but a marker's, not the log's.
