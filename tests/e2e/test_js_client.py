@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import base_env, free_port, reverb_process, running_process, server_env
+from tests.e2e.server import base_env, reverb_process, running_process, server_env
 from tests.helpers import PASSWORD, bearer, until
 from tests.node import run_node
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
