@@ -346,9 +346,8 @@ def _check_media_store(settings: Settings) -> None:
             "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together; set both, or neither to use "
             "the standard AWS credentials (AWS_* variables, instance or container roles)"
         )
-    if settings.s3_prefix and not re.fullmatch(
-        r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", settings.s3_prefix
-    ):
+    folder = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # no "." or ".." among them
+    if settings.s3_prefix and not re.fullmatch(rf"{folder}(/{folder})*", settings.s3_prefix):
         raise ConfigError("S3_PREFIX must be a folder path such as 'reverb' or 'prod/media'")
 
 

@@ -10,6 +10,7 @@ the way replicas share a bucket."""
 from __future__ import annotations
 
 import hashlib
+import signal
 import subprocess
 import sys
 import time
@@ -60,6 +61,20 @@ class S3Server:
             self._proc.kill()
             self._proc.wait(timeout=WAIT_S)
             self._proc = None
+
+    def pause(self) -> None:
+        """Stop the process without ending it (SIGSTOP): connections are accepted by the
+        kernel and never answered, as with a hung store."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
+    def resume_if_paused(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
 
     def create_bucket(self, name: str = BUCKET) -> str:
         httpx.put(f"{self.url}/{name}").raise_for_status()

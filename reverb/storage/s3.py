@@ -37,12 +37,17 @@ RETRY_AFTER_S = 5
 # A store that does not accept a connection within this is away (a healthy one answers in
 # milliseconds, across regions in well under a second).
 CONNECT_TIMEOUT = "2s"
-# One request, from sending to the last byte: a 5 MiB part of an upload (obstore's multipart
-# chunk) or a download's body at a slow 200 KiB/s. A download longer than that is cut; clients
-# resume it with a Range request.
-REQUEST_TIMEOUT = "30s"
-# Retries of a failed request (connection refused or reset, 5xx) fit in this, so a store that
-# is away answers 503 within a few seconds instead of the library's default 3 minutes.
+# How long one request may take, from sending to the last byte, by what it carries (a store that
+# accepts connections but does not answer is away after this):
+# a HEAD or DELETE carries nothing, so a healthy store answers at once;
+META_TIMEOUT = "5s"
+# a PUT carries at most one 5 MiB part (obstore's multipart chunk): 512 KiB/s at least;
+UPLOAD_TIMEOUT = "10s"
+# a GET is streamed on to the client as fast as the client reads it: a 25 MiB file to a phone on
+# a slow link. Past this the response is cut; the client resumes it with a Range request.
+DOWNLOAD_TIMEOUT = "10m"
+# Retries of a failed request (connection refused or reset, 5xx) start within this, so a store
+# that is away answers 503 within seconds instead of after the library's default 3 minutes.
 RETRY: RetryConfig = {"max_retries": 2, "retry_timeout": timedelta(seconds=4)}
 
 
@@ -74,16 +79,22 @@ class S3BlobStore(BlobStore):
     def __init__(self, settings: Settings) -> None:
         # Uploads are written and checked on this machine before they go to the bucket.
         super().__init__(settings.media_dir / ".tmp")
-        client: ClientConfig = {"connect_timeout": CONNECT_TIMEOUT, "timeout": REQUEST_TIMEOUT}
-        if settings.s3_endpoint_url and settings.s3_endpoint_url.startswith("http://"):
-            client["allow_http"] = True  # the operator named a plain-HTTP endpoint on purpose
-        self._store = S3Store(
-            settings.s3_bucket,
-            prefix=settings.s3_prefix or None,
-            config=_config(settings),
-            client_options=client,
-            retry_config=RETRY,
-        )
+
+        def store(timeout: str) -> S3Store:
+            client: ClientConfig = {"connect_timeout": CONNECT_TIMEOUT, "timeout": timeout}
+            if settings.s3_endpoint_url and settings.s3_endpoint_url.startswith("http://"):
+                client["allow_http"] = True  # the operator named a plain-HTTP endpoint
+            return S3Store(
+                settings.s3_bucket,
+                prefix=settings.s3_prefix or None,
+                config=_config(settings),
+                client_options=client,
+                retry_config=RETRY,
+            )
+
+        self._meta = store(META_TIMEOUT)
+        self._upload = store(UPLOAD_TIMEOUT)
+        self._download = store(DOWNLOAD_TIMEOUT)
         self._outages = OutageLog("media store")
 
     def _unavailable(self, error: BaseError) -> MediaStoreUnavailable:
@@ -92,13 +103,13 @@ class S3BlobStore(BlobStore):
 
     async def put(self, key: str, source: Path) -> None:
         try:
-            await obstore.put_async(self._store, check_key(key), source)
+            await obstore.put_async(self._upload, check_key(key), source)
         except BaseError as exc:
             raise self._unavailable(exc) from exc
 
     async def open(self, key: str) -> Blob | None:
         try:
-            meta = await obstore.head_async(self._store, check_key(key))
+            meta = await obstore.head_async(self._meta, check_key(key))
         except FileNotFoundError:  # obstore's NotFoundError
             return None
         except BaseError as exc:
@@ -109,7 +120,7 @@ class S3BlobStore(BlobStore):
         whole = start == 0 and end == blob.size
         try:
             got = await obstore.get_async(
-                self._store, blob.key, options=None if whole else {"range": (start, end)}
+                self._download, blob.key, options=None if whole else {"range": (start, end)}
             )
         except FileNotFoundError:  # deleted since it was opened
             return _nothing()
@@ -119,7 +130,7 @@ class S3BlobStore(BlobStore):
 
     async def delete(self, key: str) -> None:
         try:
-            await obstore.delete_async(self._store, check_key(key))
+            await obstore.delete_async(self._meta, check_key(key))
         except FileNotFoundError:
             return
         except BaseError as exc:

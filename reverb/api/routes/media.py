@@ -76,9 +76,9 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 def _range(header: str | None, size: int) -> tuple[int, int] | None:
-    """The byte span (end exclusive) a Range header asks for; None for the whole file (no
-    header, one we do not serve in parts, or one that covers everything). Raises when the
-    span lies past the end."""
+    """The byte span (end exclusive) a Range header asks for, answered 206 as for a local file
+    even when it covers everything; None for the whole file (no header, or one not served in
+    parts: several ranges, other units). Raises when the span lies past the end."""
     match = _RANGE.fullmatch(header.strip()) if header else None
     if match is None or match.groups() == ("", ""):
         return None
@@ -91,7 +91,7 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
         start, end = int(first), min(int(last) + 1, size) if last else size
     if start >= end:
         raise _Unsatisfiable
-    return None if (start, end) == (0, size) else (start, end)
+    return start, end
 
 
 class _Unsatisfiable(Exception):
