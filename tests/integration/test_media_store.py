@@ -19,6 +19,7 @@ from tests.integration.test_media import (
     AVATAR,
     media_rows,
     picture,
+    services,
     set_avatar,
     upload,
     uploaded,
@@ -138,3 +139,19 @@ async def test_an_s3_store_that_hangs_answers_503_within_seconds(
         s3.resume()
         back: Any = await client.get(m["url"])
         assert (back.status_code, back.content) == (200, b"some bytes")
+
+
+async def test_a_stored_file_reads_back_in_pieces_from_either_store(
+    client: httpx.AsyncClient,
+) -> None:
+    """The store's own reading (what S3 downloads are streamed from; a local file goes out
+    through the OS), over the store the run uses."""
+    a = await register(client)
+    data = os.urandom(700 * 1024)  # several READ_CHUNKs
+    m = await uploaded(client, a, data, "r.bin", "application/octet-stream")
+    blob = await services(client).media.open(f"m/{m['id']}")
+    assert blob is not None and blob.size == len(data)
+    for start, end in [(0, len(data)), (5, 300_000), (len(data) - 1, len(data))]:
+        got = b"".join([chunk async for chunk in await blob.read(start, end)])
+        assert got == data[start:end]
+    assert await services(client).media.open("m/" + "0" * 32) is None
