@@ -46,8 +46,8 @@ class Blob:
 
     async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
         """Bytes start..end (end exclusive), in pieces. Awaited before a response starts, so a
-        store that cannot be read is still an error answer; once bytes flow, a failure can only
-        cut the response short."""
+        store that cannot be read is still an error answer (FileNotFoundError when the file
+        went since it was opened); once bytes flow, a failure can only cut the response short."""
         return await self.store.read(self, start, end)
 
 

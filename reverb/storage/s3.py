@@ -122,11 +122,16 @@ class S3BlobStore(BlobStore):
             got = await obstore.get_async(
                 self._download, blob.key, options=None if whole else {"range": (start, end)}
             )
-        except FileNotFoundError:  # deleted since it was opened
-            return _nothing()
-        except BaseError as exc:
+        except BaseError as exc:  # (not FileNotFoundError, which goes on to the caller)
             raise self._unavailable(exc) from exc
-        return _chunks(got)
+        return self._chunks(got)
+
+    async def _chunks(self, got: GetResult) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in got.stream(min_chunk_size=READ_CHUNK):
+                yield bytes(chunk)
+        except BaseError as exc:  # the response has begun: all that is left is to cut it
+            raise self._unavailable(exc) from exc
 
     async def delete(self, key: str) -> None:
         try:
@@ -135,13 +140,3 @@ class S3BlobStore(BlobStore):
             return
         except BaseError as exc:
             raise self._unavailable(exc) from exc
-
-
-async def _chunks(got: GetResult) -> AsyncIterator[bytes]:
-    async for chunk in got.stream(min_chunk_size=READ_CHUNK):
-        yield bytes(chunk)
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    return
-    yield

@@ -84,7 +84,7 @@ async def test_a_range_past_the_end_is_unsatisfiable_and_an_empty_file_is_served
 
 
 async def test_an_s3_store_that_is_gone_answers_503_within_seconds(
-    database_url: str, tmp_path: Path, s3: S3Server
+    database_url: str, tmp_path: Path, s3: S3Server, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = str(tmp_path / "media")
     settings = make_settings(database_url, media_dir=folder, **s3.settings(folder))
@@ -121,6 +121,14 @@ async def test_an_s3_store_that_is_gone_answers_503_within_seconds(
         # longer be removed is left behind in the store (named in the log).
         r = await client.delete(AVATAR, headers=a["headers"])
         assert (r.status_code, r.json()["avatar_url"]) == (200, None)
+
+    # Logged as short lines (at most one every few seconds), not tracebacks; the file left
+    # behind is named.
+    away = [r for r in caplog.records if r.getMessage().startswith("media store unavailable")]
+    assert away and all(r.exc_info is None for r in away)
+    assert "Connection refused" in away[0].getMessage() or "error sending" in away[0].getMessage()
+    assert any(avatar_url.removeprefix("/media/") in r.getMessage() for r in away)
+    assert not [r for r in caplog.records if r.exc_info is not None]
 
 
 async def test_an_s3_store_that_hangs_answers_503_within_seconds(

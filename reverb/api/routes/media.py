@@ -131,7 +131,10 @@ async def _file(
     headers["Content-Length"] = str(end - start)
     if start == end:  # an empty file
         return Response(b"", media_type=content_type, headers=headers)
-    chunks = await blob.read(start, end)
+    try:
+        chunks = await blob.read(start, end)
+    except FileNotFoundError:  # removed since it was opened
+        raise not_found(ErrorCode.NOT_FOUND, "file") from None
     return StreamingResponse(chunks, status_code=status, media_type=content_type, headers=headers)
 
 
