@@ -53,7 +53,7 @@ from reverb.services.social import SocialLogin
 from reverb.services.tokens import AccessTokens
 from reverb.services.users import UserService
 from reverb.storage.db import Database
-from reverb.storage.files import LocalBlobStore
+from reverb.storage.files import blob_store
 
 DESCRIPTION = """Reverb: a real-time chat backend.
 
@@ -115,9 +115,7 @@ def build_services(settings: Settings) -> Services:
         codes=codes,
     )
     chats = ChatService(db=db, log=log, online=presence.online)
-    media = MediaService(
-        db=db, files=LocalBlobStore(settings.media_dir), settings=settings, sessions=sessions
-    )
+    media = MediaService(db=db, files=blob_store(settings), settings=settings, sessions=sessions)
     social = SocialLogin(settings, auth)
     return Services(
         settings=settings,

@@ -148,7 +148,7 @@ def cmd_media_gc(args: argparse.Namespace) -> int:
 
     from reverb.services.media import MediaService
     from reverb.storage.db import Database
-    from reverb.storage.files import LocalBlobStore
+    from reverb.storage.files import blob_store
     from reverb.storage.types import utcnow
 
     settings = _settings()
@@ -157,9 +157,7 @@ def cmd_media_gc(args: argparse.Namespace) -> int:
     async def run() -> int:
         db = Database(settings.sqlalchemy_url)
         try:
-            service = MediaService(
-                db=db, files=LocalBlobStore(settings.media_dir), settings=settings
-            )
+            service = MediaService(db=db, files=blob_store(settings), settings=settings)
             return await service.collect_garbage(before=utcnow() - timedelta(hours=args.older_than))
         finally:
             await db.close()

@@ -73,7 +73,10 @@ def backup(settings: Settings, folder: Path) -> int:
     live.close()
     # After the database: every file a backed-up row names was on disk before its row was
     # committed (uploads are stored, then recorded), so the copy holds it.
-    if settings.media_dir.exists():
+    # Files in a bucket are the bucket's to back up (versioning, replication, its own tools):
+    # copying them here would double the backup for no gain.
+    in_bucket = settings.media_store == "s3"
+    if not in_bucket and settings.media_dir.exists():
         shutil.copytree(settings.media_dir, folder / MEDIA, ignore=shutil.ignore_patterns(".tmp"))
     secret = development_secret_file(settings)
     has_secret = secret.exists()
@@ -90,6 +93,11 @@ def backup(settings: Settings, folder: Path) -> int:
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"reverb: backed up {database} (schema {manifest['schema']}) to {folder}")
+    if in_bucket:
+        print(
+            f"reverb: media are in the S3 bucket {settings.s3_bucket!r}, not copied; back the "
+            "bucket up by its own means (versioning or replication, see the README, 'Backups')"
+        )
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import tempfile
 from dataclasses import dataclass
@@ -237,8 +238,21 @@ class Settings(BaseSettings):
     # How long a crashed process's users stay "online" at most (shared presence, with Redis).
     presence_ttl_seconds: float = Field(default=60.0, ge=3)
 
-    # Media: files under MEDIA_DIR; limits from the API contract.
+    # Media: files under MEDIA_DIR, or in an S3-compatible bucket that every replica shares
+    # (MEDIA_STORE=s3; uploads are still written and checked under MEDIA_DIR first). Limits
+    # from the API contract.
     media_dir: Path = Path("./media")
+    media_store: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    # Unset: AWS S3 itself. Set for MinIO, Ceph, R2 and other S3-compatible stores.
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    # Unset: the standard AWS chain (AWS_ACCESS_KEY_ID and friends, web identity, container
+    # and instance credentials).
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # Keys go under this folder of the bucket, so one bucket can hold several deployments.
+    s3_prefix: str = ""
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
     max_avatar_bytes: int = Field(default=5 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
@@ -361,6 +375,25 @@ def _load_or_create_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
+def _check_media_store(settings: Settings) -> None:
+    if settings.media_store != "s3":
+        return
+    if not settings.s3_bucket:
+        raise ConfigError("MEDIA_STORE=s3 needs S3_BUCKET (the bucket media are stored in)")
+    if settings.s3_endpoint_url:
+        parts = urlsplit(settings.s3_endpoint_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("S3_ENDPOINT_URL must be http:// or https:// and a host")
+    if bool(settings.s3_access_key_id) != bool(settings.s3_secret_access_key):
+        raise ConfigError(
+            "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together; set both, or neither to use "
+            "the standard AWS credentials (AWS_* variables, instance or container roles)"
+        )
+    folder = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"  # no "." or ".." among them
+    if settings.s3_prefix and not re.fullmatch(rf"{folder}(/{folder})*", settings.s3_prefix):
+        raise ConfigError("S3_PREFIX must be a folder path such as 'reverb' or 'prod/media'")
+
+
 def _describe(exc: ValidationError) -> str:
     """Each refused setting by the name it is set with, what is wrong and the value given."""
     parts = []
@@ -389,6 +422,7 @@ def read_settings(**overrides: object) -> Settings:
         raise ConfigError("OAUTH_PROVIDERS: each provider needs a name of its own")
     for provider in settings.oauth_providers:
         _check_provider(provider)
+    _check_media_store(settings)
     if settings.redis_cluster and not settings.redis_url:
         raise ConfigError("REDIS_CLUSTER=true needs REDIS_URL (the address of one cluster node)")
     if settings.jwt_secret is not None:

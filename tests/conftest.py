@@ -27,6 +27,8 @@ from reverb.app import create_app
 from reverb.config import Settings, async_database_url, load_settings
 from reverb.storage.db import Database
 from reverb.storage.migrate import upgrade_sync
+from tests import s3_server
+from tests.s3_server import S3Server
 from tests.services import POSTGRES_TEST_URL
 
 # The servers scripts/services settled on (tests.services has the defaults).
@@ -50,6 +52,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=["sqlite", "postgres"],
         help="database the suite runs against",
     )
+    parser.addoption(
+        "--media",
+        default=os.environ.get("REVERB_TEST_MEDIA", "local"),
+        choices=["local", "s3"],
+        help="media store the suite runs against (s3: an S3-compatible server of its own)",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def media_store(request: pytest.FixtureRequest) -> Iterator[str]:
+    """With --media s3, one S3-compatible server for the run (tests.s3_server)."""
+    kind: str = request.config.getoption("--media")
+    if kind == "local":
+        yield kind
+        return
+    server = S3Server()
+    server.start()
+    try:
+        server.create_bucket()
+        s3_server.SUITE = server
+        yield kind
+    finally:
+        s3_server.SUITE = None
+        server.stop()
 
 
 @dataclass(frozen=True)
@@ -136,6 +162,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         **UNLIMITED,
     }
     values.update(overrides)
+    if "media_store" not in overrides:
+        values = {**s3_server.suite_media(str(values["media_dir"])), **values}
     return load_settings(**values)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import secrets
 import unicodedata
@@ -22,9 +23,11 @@ from reverb.services.access_cache import AccessCache
 from reverb.storage import media as media_store
 from reverb.storage import users as user_store
 from reverb.storage.db import Database
-from reverb.storage.files import BlobStore
+from reverb.storage.files import Blob, BlobStore
 from reverb.storage.media import MediaRow
 from reverb.storage.types import utcnow
+
+log = logging.getLogger(__name__)
 
 # Fits the 127-character column: 1 + 62 + "/" + 1 + 62.
 _MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}")
@@ -125,15 +128,14 @@ class MediaService:
                 has_thumbnail=thumb is not None,
                 created_at=utcnow(),
             )
-            self.files.put(media_key(media_id), source)
-            if thumb is not None:
-                self.files.put(thumbnail_key(media_id), thumb)
             try:
+                await self.files.put(media_key(media_id), source)
+                if thumb is not None:
+                    await self.files.put(thumbnail_key(media_id), thumb)
                 async with self.db.transaction() as tx:
                     await media_store.insert_media(tx.conn, row)
             except Exception:
-                self.files.delete(media_key(media_id))
-                self.files.delete(thumbnail_key(media_id))
+                await self._remove(media_key(media_id), thumbnail_key(media_id))
                 raise
             return row
         finally:
@@ -154,8 +156,12 @@ class MediaService:
             out = self.files.scratch()
             await self._decode(images.write_avatar, source, out)
             key = f"avatars/{secrets.token_hex(16)}.webp"  # a new URL for new content
-            self.files.put(key, out)
-            return await self._replace_avatar(me, key)
+            await self.files.put(key, out)
+            try:
+                return await self._replace_avatar(me, key)
+            except Exception:
+                await self._remove(key)
+                raise
         finally:
             _discard(source, out)
 
@@ -172,7 +178,7 @@ class MediaService:
         self.sessions.forget_user(me.id)
         assert updated is not None
         if current.avatar_key and current.avatar_key != key:
-            self.files.delete(current.avatar_key)
+            await self._remove(current.avatar_key)
         return updated
 
     async def get(self, media_id: str) -> MediaRow | None:
@@ -181,29 +187,40 @@ class MediaService:
         async with self.db.read() as conn:
             return await media_store.get(conn, media_id)
 
-    def path(self, key: str) -> Path | None:
-        return self.files.path(key)
+    async def open(self, key: str) -> Blob | None:
+        return await self.files.open(key)
+
+    async def _remove(self, *keys: str) -> None:
+        """Files no row names any more (or never did). Removing them must not undo what was
+        committed, so a store that is away leaves them behind, named in the log for the
+        operator (no URL serves an upload without its row; an old avatar stays at its URL)."""
+        for key in keys:
+            try:
+                await self.files.delete(key)
+            except ReverbError as exc:
+                if exc.code != ErrorCode.SERVICE_UNAVAILABLE:
+                    raise
+                log.warning("media store unavailable: %s left behind in it", key)
 
     async def discard_uploads_of(self, user_id: str, *, avatar_key: str | None) -> int:
         """A deleted account's files: its avatar and the uploads it never attached (those of
         its messages stay with the messages)."""
         if avatar_key:
-            self.files.delete(avatar_key)
+            await self._remove(avatar_key)
         async with self.db.transaction() as tx:
             rows = await media_store.unattached_of(tx.conn, user_id)
             await media_store.delete_ids(tx.conn, [r.id for r in rows])
-        self._delete_files(rows)
+        await self._delete_files(rows)
         return len(rows)
 
-    def _delete_files(self, rows: list[MediaRow]) -> None:
+    async def _delete_files(self, rows: list[MediaRow]) -> None:
         for r in rows:
-            self.files.delete(media_key(r.id))
-            self.files.delete(thumbnail_key(r.id))
+            await self._remove(media_key(r.id), thumbnail_key(r.id))
 
     async def collect_garbage(self, *, before: datetime) -> int:
         """Delete uploads never attached to a message and older than `before`."""
         async with self.db.transaction() as tx:
             rows = await media_store.unattached_before(tx.conn, before)
             await media_store.delete_ids(tx.conn, [r.id for r in rows])
-        self._delete_files(rows)
+        await self._delete_files(rows)
         return len(rows)

@@ -87,7 +87,8 @@ def is_outage(error: BaseException) -> bool:
 class OutageLog:
     """One line per failure, at most one every LOG_INTERVAL_S (the rest counted)."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "database") -> None:
+        self._what = what
         self._last = -LOG_INTERVAL_S
         self._unlogged = 0
 
@@ -98,7 +99,7 @@ class OutageLog:
             return
         more = f" ({self._unlogged} more since the last line)" if self._unlogged else ""
         self._last, self._unlogged = now, 0
-        log.warning("database unavailable: %s%s", _brief(error), more)
+        log.warning("%s unavailable: %s%s", self._what, _brief(error), more)
 
 
 def _brief(error: BaseException) -> str:

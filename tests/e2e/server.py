@@ -27,7 +27,10 @@ def base_env() -> dict[str, str]:
 def server_env(database_url: str, **settings: str) -> dict[str, str]:
     """Environment for a test server on the test's database, with cheap password hashing."""
     from tests.conftest import TEST_SECRET, UNLIMITED
+    from tests.s3_server import suite_media
 
+    if "media_dir" in settings:  # the same store as an app of the suite on that folder
+        settings = {**suite_media(settings["media_dir"]), **settings}
     return {
         "DATABASE_URL": database_url,
         "JWT_SECRET": TEST_SECRET,

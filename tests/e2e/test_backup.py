@@ -107,3 +107,24 @@ def test_backup_refuses_postgresql_and_points_to_pg_dump(tmp_path: Path) -> None
     env = server_env("postgresql://postgres@127.0.0.1:5432/test")
     done = run_cli(tmp_path, "backup", str(tmp_path / "b"), env=env)
     assert done.returncode == 2 and "pg_dump" in done.stderr
+
+
+def test_backup_with_media_on_s3_copies_the_database_and_names_the_bucket(
+    tmp_path: Path,
+) -> None:
+    """The bucket is backed up by its own means: the backup neither copies nor needs it (no S3
+    server runs here), and says so."""
+    live = tmp_path / "live"
+    live.mkdir()
+    env = {
+        **server_env("sqlite:///./live.db"),
+        "MEDIA_STORE": "s3",
+        "S3_BUCKET": "chat-media",
+        "S3_ENDPOINT_URL": "http://127.0.0.1:9",
+    }
+    assert run_cli(live, "migrate", env=env).returncode == 0
+    done = run_cli(live, "backup", str(tmp_path / "b"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "backed up" in done.stdout
+    assert "'chat-media'" in done.stdout and "not copied" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["reverb-backup.json", "reverb.db"]

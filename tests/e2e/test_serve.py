@@ -167,6 +167,16 @@ def test_cli_refuses_bad_configuration(tmp_path: Path) -> None:
     assert values.returncode == 2
     assert one_line(values.stderr).startswith("reverb: configuration error: PORT: ")
     assert "(got 'abc')" in values.stderr and "WS_QUEUE_SIZE: " in values.stderr
+    bucketless = run_cli(tmp_path, "serve", env={"MEDIA_STORE": "s3"})
+    assert bucketless.returncode == 2
+    assert one_line(bucketless.stderr) == (
+        "reverb: configuration error: MEDIA_STORE=s3 needs S3_BUCKET (the bucket media are "
+        "stored in)"
+    )
+    half = {"MEDIA_STORE": "s3", "S3_BUCKET": "b", "S3_SECRET_ACCESS_KEY": "hidden-value"}
+    keyless = run_cli(tmp_path, "serve", env=half)
+    assert keyless.returncode == 2 and "hidden-value" not in keyless.stderr
+    assert "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together" in one_line(keyless.stderr)
 
 
 def one_line(stderr: str) -> str:

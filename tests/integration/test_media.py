@@ -25,11 +25,13 @@ from PIL import Image, ImageFile, PngImagePlugin
 from sqlalchemy import func, select
 
 from reverb.api.deps import Services
+from reverb.config import Settings
 from reverb.storage.tables import media as media_table
 from reverb.storage.types import utcnow
 from tests.conftest import make_settings, serve_in_process
 from tests.e2e.server import run_cli, server_env
 from tests.helpers import assert_problem, error_fields, events, group, register, send
+from tests.s3_server import stored
 
 MiB = 1024 * 1024
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -49,24 +51,19 @@ def services(client: httpx.AsyncClient) -> Services:
     return found
 
 
-def media_folder(client: httpx.AsyncClient) -> Path:
-    return Path(services(client).settings.media_dir)
+def media_settings(client: httpx.AsyncClient) -> Settings:
+    return services(client).settings
 
 
-def stored(folder: Path) -> set[str]:
-    """Every file under the media folder, as '/'-separated paths relative to it."""
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()}
+def assert_nothing_stored(settings: Settings) -> None:
+    assert sorted(os.listdir(settings.media_dir)) == [".tmp"], stored(settings)
+    assert_only(settings, set())
 
 
-def assert_nothing_stored(folder: Path) -> None:
-    assert sorted(os.listdir(folder)) == [".tmp"], stored(folder)
-    assert os.listdir(folder / ".tmp") == []
-
-
-def assert_only(folder: Path, keys: set[str]) -> None:
-    """The folder holds exactly `keys`, and no scratch file is left behind."""
-    assert stored(folder) == keys
-    assert os.listdir(folder / ".tmp") == []
+def assert_only(settings: Settings, keys: set[str]) -> None:
+    """The store holds exactly `keys`, and no scratch file is left behind."""
+    assert stored(settings) == keys
+    assert os.listdir(Path(settings.media_dir) / ".tmp") == []
 
 
 async def media_rows(client: httpx.AsyncClient) -> int:
@@ -373,7 +370,7 @@ async def test_a_malformed_multipart_body_is_refused(
         "/api/media", content=body, headers={**a["headers"], "content-type": content_type}
     )
     assert_problem(r, 422, "validation_error")
-    assert_nothing_stored(media_folder(client))
+    assert_nothing_stored(media_settings(client))
 
 
 async def test_an_upload_needs_a_file_field_a_multipart_body_and_a_login(
@@ -394,7 +391,7 @@ async def test_an_upload_needs_a_file_field_a_multipart_body_and_a_login(
     assert_problem(r, 415, "unsupported_media_type")
     r = await client.post("/api/media", files={"file": ("a.txt", b"a", "text/plain")})
     assert_problem(r, 401, "not_authenticated")
-    assert_nothing_stored(media_folder(client))
+    assert_nothing_stored(media_settings(client))
     assert await media_rows(client) == 0
 
 
@@ -411,9 +408,8 @@ async def test_a_long_claimed_content_type_is_no_server_error(client: httpx.Asyn
 
 
 async def test_the_upload_limit_is_enforced_while_reading(database_url: str) -> None:
-    settings = make_settings(database_url, max_upload_bytes=1000)
-    folder = Path(settings.media_dir)
-    async with serve_in_process(settings) as client:
+    media = make_settings(database_url, max_upload_bytes=1000)
+    async with serve_in_process(media) as client:
         a = await register(client)
         for size in (2000, 1001):
             r = await upload(client, a, b"x" * size, "big.txt", "text/plain")
@@ -457,12 +453,12 @@ async def test_the_upload_limit_is_enforced_while_reading(database_url: str) -> 
         assert_problem(r, 413, "payload_too_large")
         assert consumed < MiB, consumed
 
-        assert_nothing_stored(folder)
+        assert_nothing_stored(media)
         assert await media_rows(client) == 0
 
         m = await uploaded(client, a, b"y" * 1000, "exact.txt", "text/plain")
         assert m["size"] == 1000
-        assert_only(folder, {f"m/{m['id']}"})
+        assert_only(media, {f"m/{m['id']}"})
 
 
 # --- images are checked by decoding --------------------------------------------------------
@@ -490,7 +486,7 @@ async def test_an_image_that_does_not_decode_is_refused(
     )
     if status == 422:
         assert error_fields(body) == {"file"}
-    assert_nothing_stored(media_folder(client))
+    assert_nothing_stored(media_settings(client))
     assert await media_rows(client) == 0
 
 
@@ -502,7 +498,7 @@ async def test_a_truncated_png_is_refused(client: httpx.AsyncClient) -> None:
     assert_problem(
         r, r.status_code, "unsupported_media_type" if r.status_code == 415 else "validation_error"
     )
-    assert_nothing_stored(media_folder(client))
+    assert_nothing_stored(media_settings(client))
     assert await media_rows(client) == 0
 
 
@@ -522,7 +518,7 @@ async def test_a_decompression_bomb_is_refused_from_its_header(
     await uploaded(client, a, picture("PNG", (8, 8)), "ok.png", "image/png")
     assert decoded, "the spy sees the pixels of an accepted image being decoded"
     decoded.clear()
-    before = stored(media_folder(client))
+    before = stored(media_settings(client))
 
     started = time.monotonic()
     r = await upload(client, a, bomb, "bomb.png", "image/png")
@@ -530,7 +526,7 @@ async def test_a_decompression_bomb_is_refused_from_its_header(
     assert error_fields(assert_problem(r, 422, "validation_error")) == {"file"}
     assert decoded == []  # refused before any pixel was decoded
     assert elapsed < 5, elapsed
-    assert_only(media_folder(client), before)
+    assert_only(media_settings(client), before)
     assert await media_rows(client) == 1
 
 
@@ -575,7 +571,7 @@ async def test_avatars_are_square_webp_and_replaced_files_are_removed(
     client: httpx.AsyncClient,
 ) -> None:
     a, b = await register(client), await register(client)
-    folder = media_folder(client)
+    media = media_settings(client)
     assert a["user"]["avatar_url"] is None
     previous: str | None = None
     for fmt, size, side in [
@@ -603,7 +599,7 @@ async def test_avatars_are_square_webp_and_replaced_files_are_removed(
 
         if previous is not None:  # the replaced file is gone
             assert_problem(await client.get(previous), 404, "not_found")
-        assert_only(folder, {match.group(1)})
+        assert_only(media, {match.group(1)})
         previous = url
 
     r = await client.delete(AVATAR, headers=a["headers"])
@@ -611,7 +607,7 @@ async def test_avatars_are_square_webp_and_replaced_files_are_removed(
     assert r.json()["avatar_url"] is None
     assert previous is not None
     assert_problem(await client.get(previous), 404, "not_found")
-    assert_only(folder, set())
+    assert_only(media, set())
     assert (await client.get("/api/users/me", headers=a["headers"])).json()["avatar_url"] is None
 
     r = await client.delete(AVATAR, headers=a["headers"])  # again: nothing to remove
@@ -675,7 +671,7 @@ async def test_a_refused_avatar_changes_nothing(
     client: httpx.AsyncClient, request_args: dict[str, Any], status: int, code: str
 ) -> None:
     a = await register(client)
-    folder = media_folder(client)
+    media = media_settings(client)
     r = await set_avatar(client, a, picture("PNG", (64, 64)))
     assert r.status_code == 200, r.text
     url = r.json()["avatar_url"]
@@ -688,14 +684,14 @@ async def test_a_refused_avatar_changes_nothing(
     if status == 422 and request_args.get("files"):
         assert error_fields(body) == {"file"}, body
     assert (await client.get("/api/users/me", headers=a["headers"])).json()["avatar_url"] == url
-    assert_only(folder, {match.group(1)})
+    assert_only(media, {match.group(1)})
 
 
 async def test_avatar_limits_are_inclusive_and_need_a_login(client: httpx.AsyncClient) -> None:
     a = await register(client)
     r = await client.put(AVATAR, files={"file": ("me.png", picture("PNG"), "image/png")})
     assert_problem(r, 401, "not_authenticated")
-    assert_nothing_stored(media_folder(client))
+    assert_nothing_stored(media_settings(client))
     r = await set_avatar(client, a, picture("PNG", (4096, 10), mode="1"))
     assert r.status_code == 200, r.text
     padded = picture("PNG", (64, 64))
@@ -706,7 +702,7 @@ async def test_avatar_limits_are_inclusive_and_need_a_login(client: httpx.AsyncC
 
 async def test_concurrent_avatar_replacements_leave_one_file(client: httpx.AsyncClient) -> None:
     a = await register(client)
-    folder = media_folder(client)
+    media = media_settings(client)
     for _ in range(3):
         replies = await asyncio.gather(
             *(set_avatar(client, a, picture("PNG", (64 + i, 64))) for i in range(4))
@@ -715,7 +711,7 @@ async def test_concurrent_avatar_replacements_leave_one_file(client: httpx.Async
         url = (await client.get("/api/users/me", headers=a["headers"])).json()["avatar_url"]
         match = AVATAR_URL.fullmatch(url)
         assert match, url
-        assert_only(folder, {match.group(1)})
+        assert_only(media, {match.group(1)})
 
 
 # --- stored names and ids ------------------------------------------------------------------
@@ -764,7 +760,7 @@ async def test_client_filenames_never_name_a_stored_file(database_url: str, tmp_
         )
         assert error_fields(assert_problem(r, 422, "validation_error")) == {"file"}
 
-    assert_only(folder, keys)
+    assert_only(settings, keys)
     assert os.listdir(box) == ["media"]
     # (The SQLite database of the test lives in tmp_path too, with its journal files.)
     created = {p for p in set(tmp_path.rglob("*")) - outside if not p.name.startswith("reverb.db")}
@@ -943,18 +939,18 @@ async def test_uploads_never_attached_are_collected(
     client: httpx.AsyncClient, database_url: str, tmp_path: Path
 ) -> None:
     media = services(client).media
-    folder = media_folder(client)
+    kept_in = media_settings(client)
     a, b = await register(client), await register(client)
     chat = await group(client, a, b)
     loose = await uploaded(client, a, picture("PNG", (64, 48)), "loose.png", "image/png")
     kept = await uploaded(client, a, picture("PNG", (48, 64)), "kept.png", "image/png")
     await send(client, a, chat, "", attachment_ids=[kept["id"]])
     kept_files = {f"m/{kept['id']}", f"m/{kept['id']}.thumb"}
-    assert_only(folder, kept_files | {f"m/{loose['id']}", f"m/{loose['id']}.thumb"})
+    assert_only(kept_in, kept_files | {f"m/{loose['id']}", f"m/{loose['id']}.thumb"})
 
     assert await media.collect_garbage(before=utcnow() - timedelta(hours=1)) == 0  # too recent
     assert await media.collect_garbage(before=utcnow() + timedelta(minutes=1)) == 1
-    assert_only(folder, kept_files)
+    assert_only(kept_in, kept_files)
     assert await media.get(loose["id"]) is None
     assert_problem(await client.get(loose["url"]), 404, "not_found")
     assert_problem(await client.get(loose["thumbnail_url"]), 404, "not_found")
@@ -970,11 +966,11 @@ async def test_uploads_never_attached_are_collected(
         "gc",
         "--older-than",
         "0",
-        env=server_env(database_url, media_dir=str(folder)),
+        env=server_env(database_url, media_dir=str(kept_in.media_dir)),
     )
     assert result.returncode == 0, result.stderr
     assert "removed 1 upload(s)" in result.stdout, result.stdout
-    assert_only(folder, kept_files)
+    assert_only(kept_in, kept_files)
     assert_problem(await client.get(late["url"]), 404, "not_found")
     assert await media_rows(client) == 1
 

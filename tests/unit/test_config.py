@@ -158,3 +158,40 @@ def test_provider_addresses_are_checked(
 ) -> None:
     with pytest.raises(ConfigError, match=complaint):
         load_settings(_env_file=None, oauth_providers=provider(**fields))
+
+
+@pytest.mark.parametrize(
+    ("given", "refusal"),
+    [
+        ({}, "MEDIA_STORE=s3 needs S3_BUCKET"),
+        ({"s3_bucket": "b", "s3_endpoint_url": "minio:9000"}, "S3_ENDPOINT_URL must be http"),
+        ({"s3_bucket": "b", "s3_endpoint_url": "ftp://minio"}, "S3_ENDPOINT_URL must be http"),
+        ({"s3_bucket": "b", "s3_access_key_id": "k"}, "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY"),
+        ({"s3_bucket": "b", "s3_secret_access_key": "s"}, "S3_ACCESS_KEY_ID and S3_SECRET"),
+        ({"s3_bucket": "b", "s3_prefix": "/abs"}, "S3_PREFIX must be a folder path"),
+        ({"s3_bucket": "b", "s3_prefix": "a/../b"}, "S3_PREFIX must be a folder path"),
+    ],
+)
+def test_s3_media_settings_are_checked_at_start(
+    in_tmp: Path, given: dict[str, str], refusal: str
+) -> None:
+    with pytest.raises(ConfigError, match=refusal) as refused:
+        load_settings(_env_file=None, media_store="s3", **given)
+    assert "\n" not in str(refused.value)
+
+
+def test_s3_media_settings_that_work(in_tmp: Path) -> None:
+    with pytest.raises(ConfigError, match="MEDIA_STORE: Input should be 'local' or 's3'"):
+        load_settings(_env_file=None, media_store="ftp")
+    aws = load_settings(_env_file=None, media_store="s3", s3_bucket="media")
+    assert (aws.s3_endpoint_url, aws.s3_access_key_id) == (None, None)  # the AWS chain
+    minio = load_settings(
+        _env_file=None,
+        media_store="s3",
+        s3_bucket="media",
+        s3_endpoint_url="http://minio:9000",
+        s3_access_key_id="key",
+        s3_secret_access_key="secret",
+        s3_prefix="prod/reverb",
+    )
+    assert minio.s3_prefix == "prod/reverb"

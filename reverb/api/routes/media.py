@@ -3,11 +3,12 @@ token (an <img> cannot send one): the URL is the capability."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 from reverb.api import limits
 from reverb.api.deps import REQUIRE_VERIFIED, CurrentUser, ServicesDep
@@ -20,6 +21,7 @@ from reverb.errors import ErrorCode, not_found
 from reverb.services.images import RASTER
 from reverb.services.media import media_key, thumbnail_key
 from reverb.services.views import media_view
+from reverb.storage.files import Blob
 
 router = APIRouter(tags=["media"])
 
@@ -47,7 +49,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"
     "/api/media",
     status_code=201,
     openapi_extra=MULTIPART,
-    responses={**returns(MediaView, 201), **responses(401, 403, 413, 415, 422, 429)},
+    responses={**returns(MediaView, 201), **responses(401, 403, 413, 415, 422, 429, 503)},
     dependencies=[*REQUIRE_VERIFIED, limits.WRITES, limits.UPLOADS],
 )
 async def upload(request: Request, user: CurrentUser, services: ServicesDep) -> Answer:
@@ -69,7 +71,38 @@ async def upload(request: Request, user: CurrentUser, services: ServicesDep) -> 
     return Answer(media_view(row), status_code=201)
 
 
-def _file(path: Any, content_type: str, filename: str | None) -> FileResponse:
+# One range, in the forms browsers and media players send: `bytes=A-B`, `bytes=A-`, `bytes=-N`.
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def _range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The byte span (end exclusive) a Range header asks for, answered 206 as for a local file
+    even when it covers everything; None for the whole file (no header, or one not served in
+    parts: several ranges, other units). Raises when the span lies past the end."""
+    match = _RANGE.fullmatch(header.strip()) if header else None
+    if match is None or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if not first:  # the last N bytes
+        start, end = max(size - int(last), 0), size
+    elif last and int(last) < int(first):
+        return None  # not a valid range, which RFC 9110 says to ignore
+    else:
+        start, end = int(first), min(int(last) + 1, size) if last else size
+    if start >= end:
+        raise _Unsatisfiable
+    return start, end
+
+
+class _Unsatisfiable(Exception):
+    pass
+
+
+async def _file(
+    blob: Blob | None, request: Request, content_type: str, filename: str | None
+) -> Response:
+    if blob is None:
+        raise not_found(ErrorCode.NOT_FOUND, "file")
     inline = content_type in INLINE_TYPES
     disposition = "inline" if inline else "attachment"
     if filename:
@@ -81,35 +114,56 @@ def _file(path: Any, content_type: str, filename: str | None) -> FileResponse:
     if not inline:
         # Should a browser render it anyway, it runs nothing and loads nothing.
         headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    return FileResponse(path, media_type=content_type, headers=headers)
+    if blob.local_path is not None:  # a file here: sent by the OS, ranges and all
+        return FileResponse(blob.local_path, media_type=content_type, headers=headers)
+    # Anywhere else (S3): streamed through, so the URLs, headers and rules stay the same.
+    headers["Accept-Ranges"] = "bytes"
+    try:
+        span = _range(request.headers.get("range"), blob.size)
+    except _Unsatisfiable:
+        headers["Content-Range"] = f"bytes */{blob.size}"
+        return Response(status_code=416, headers=headers)
+    start, end = span or (0, blob.size)
+    status = 200
+    if span is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
+    headers["Content-Length"] = str(end - start)
+    if start == end:  # an empty file
+        return Response(b"", media_type=content_type, headers=headers)
+    try:
+        chunks = await blob.read(start, end)
+    except FileNotFoundError:  # removed since it was opened
+        raise not_found(ErrorCode.NOT_FOUND, "file") from None
+    return StreamingResponse(chunks, status_code=status, media_type=content_type, headers=headers)
 
 
-@router.get("/media/{media_id}", responses=responses(404, 422), response_class=FileResponse)
-async def get_file(media_id: Text, services: ServicesDep) -> FileResponse:
+@router.get("/media/{media_id}", responses=responses(404, 422, 503), response_class=FileResponse)
+async def get_file(media_id: Text, request: Request, services: ServicesDep) -> Response:
     row = await services.media.get(media_id)
-    path = services.media.path(media_key(row.id)) if row else None
-    if row is None or path is None:
-        raise not_found(ErrorCode.NOT_FOUND, "file")
-    return _file(path, row.content_type, row.filename)
+    blob = await services.media.open(media_key(row.id)) if row else None
+    return await _file(
+        blob, request, row.content_type if row else "", row.filename if row else None
+    )
 
 
 @router.get(
-    "/media/{media_id}/thumbnail", responses=responses(404, 422), response_class=FileResponse
+    "/media/{media_id}/thumbnail",
+    responses=responses(404, 422, 503),
+    response_class=FileResponse,
 )
-async def get_thumbnail(media_id: Text, services: ServicesDep) -> FileResponse:
+async def get_thumbnail(media_id: Text, request: Request, services: ServicesDep) -> Response:
     row = await services.media.get(media_id)
-    path = services.media.path(thumbnail_key(row.id)) if row and row.has_thumbnail else None
-    if path is None:
-        raise not_found(ErrorCode.NOT_FOUND, "file")
-    return _file(path, "image/webp", None)
+    blob = await services.media.open(thumbnail_key(row.id)) if row and row.has_thumbnail else None
+    return await _file(blob, request, "image/webp", None)
 
 
-@router.get("/media/avatars/{name}", responses=responses(404, 422), response_class=FileResponse)
-async def get_avatar(name: Text, services: ServicesDep) -> FileResponse:
+@router.get(
+    "/media/avatars/{name}", responses=responses(404, 422, 503), response_class=FileResponse
+)
+async def get_avatar(name: Text, request: Request, services: ServicesDep) -> Response:
     try:
-        path = services.media.path(f"avatars/{name}")
+        blob = await services.media.open(f"avatars/{name}")
     except ValueError:
-        path = None
-    if path is None:
-        raise not_found(ErrorCode.NOT_FOUND, "file")
-    return _file(path, "image/webp", None)
+        blob = None
+    return await _file(blob, request, "image/webp", None)
