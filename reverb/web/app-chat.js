@@ -138,6 +138,9 @@ export function renderConversation() {
   const pending = rc.outbox.filter((o) => o.chat_id === chat.id && !storedIds.has(o.client_id));
   const items = [...stored, ...pending.map((o) => ({ ...o, pending: true, sender: me() }))];
   reconcile($("messages"), items, keyOf, (m) => signature(chat, m), (m) => renderMessage(chat, m));
+  // Marks change in place: a bubble is not rebuilt (nor read out again) when it is read.
+  const shown = new Map([...$("messages").children].map((el) => [el.dataset.key, el]));
+  for (const m of stored) if (mine(m)) showMark(shown.get(keyOf(m)), receipt(chat.id, m.seq));
   if (follow) scroller.scrollTop = scroller.scrollHeight;
 }
 
@@ -149,7 +152,7 @@ function signature(chat, m) {
   const quoted = m.reply_to_id ? findMessage(chat.id, m.reply_to_id) : null;
   return JSON.stringify([
     m.pending, m.seq, m.content, m.edited_at, m.deleted, m.reactions, m.attachments?.length, m.attachment_ids,
-    mine(m) && !m.pending ? receipt(chat.id, m.seq) : null, quoted?.content, quoted?.deleted,
+    quoted?.content, quoted?.deleted,
     state.picker === m.id, chat.type,
   ]);
 }
@@ -161,8 +164,6 @@ function renderMessage(chat, m) {
   const status = m.pending ? "pending" : own ? receipt(chat.id, m.seq) : null;
   const attachments = m.pending ? (m.attachment_ids || []).map((id) => state.media.get(id)).filter(Boolean) : m.attachments || [];
   const quoted = m.reply_to_id ? findMessage(chat.id, m.reply_to_id) : null;
-  const STATUS_TEXT = { pending: "Sending", sent: "Sent", delivered: "Delivered", read: "Read" };
-  const STATUS_MARK = { pending: "🕓", sent: "✓", delivered: "✓✓", read: "✓✓" };
   return h("li", { class: `msg ${own ? "mine" : "theirs"} ${m.pending ? "pending" : ""} ${m.deleted ? "deleted" : ""}`,
     "data-status": status, "data-seq": m.seq },
     h("div", { class: "bubble" },
@@ -174,8 +175,7 @@ function renderMessage(chat, m) {
       h("span", { class: "meta" },
         m.edited_at && !m.deleted ? h("span", {}, "edited") : null,
         h("time", { datetime: m.created_at }, time(m.created_at)),
-        status ? h("span", { class: `mark ${status}`, role: "img", "aria-label": STATUS_TEXT[status], title: STATUS_TEXT[status] },
-          STATUS_MARK[status]) : null)),
+        status ? markOf(status) : null)),
     m.reactions?.length ? h("div", { class: "reactions" }, m.reactions.map((r) =>
       h("button", { type: "button", class: "chip", "aria-pressed": r.me ? "true" : "false", "aria-label": `${r.emoji} ${r.count}`,
         onclick: () => toggleReaction(m, r.emoji, r.me) }, `${r.emoji} ${r.count}`))) : null,
@@ -188,6 +188,25 @@ function renderMessage(chat, m) {
         ? h("button", { type: "button", onclick: () => remove(m) }, "Delete") : null),
     state.picker === m.id ? h("div", { class: "picker", role: "group", "aria-label": "Reactions" }, REACTIONS.map((e) =>
       h("button", { type: "button", "aria-label": `React ${e}`, onclick: () => toggleReaction(m, e, m.reactions?.some((r) => r.emoji === e && r.me)) }, e))) : null);
+}
+
+const STATUS_TEXT = { pending: "Sending", sent: "Sent", delivered: "Delivered", read: "Read" };
+const STATUS_MARK = { pending: "🕓", sent: "✓", delivered: "✓✓", read: "✓✓" };
+
+function markOf(status) {
+  return h("span", { class: `mark ${status}`, role: "img", "aria-label": STATUS_TEXT[status], title: STATUS_TEXT[status] },
+    STATUS_MARK[status]);
+}
+
+function showMark(li, status) {
+  if (!li || li.dataset.status === status) return;
+  li.dataset.status = status;
+  const mark = li.querySelector(".mark");
+  if (!mark) return;
+  mark.className = `mark ${status}`;
+  mark.textContent = STATUS_MARK[status];
+  mark.setAttribute("aria-label", STATUS_TEXT[status]);
+  mark.title = STATUS_TEXT[status];
 }
 
 function renderAttachment(a) {
