@@ -144,11 +144,14 @@ export function chatTitle(chat) {
   return chat.type === "direct" ? chat.peer?.display_name || chat.peer?.username || "Direct chat" : chat.name;
 }
 
-// Read and delivered marks go out at most once per chat per turn (a catch-up of many messages
-// sends one of each, for the last), and only over the socket: while it is down they wait, and go
-// out when it is back, instead of failing as requests on a network that is gone.
+// Read and delivered marks are gathered for a moment and go out as one of each per chat, for the
+// highest seq: a catch-up of hundreds of messages sends a few frames, far below the server's
+// marker limit (20 a second), and a person sees the receipt no later than they would notice.
+// They go only over the socket: while it is down they wait, and go out when it is back, instead
+// of failing as requests on a network that is gone.
+const MARKS_GATHER_MS = 150;
 const marks = { read: new Map(), delivered: new Map() };
-let marksScheduled = false;
+let marksTimer = null;
 
 export function mark(kind, chatId, seq) {
   const pending = marks[kind];
@@ -157,17 +160,16 @@ export function mark(kind, chatId, seq) {
 }
 
 export function flushMarks() {
-  if (marksScheduled || rc.status !== "online") return;
-  marksScheduled = true;
-  queueMicrotask(() => {
-    marksScheduled = false;
+  if (marksTimer || rc.status !== "online") return;
+  marksTimer = setTimeout(() => {
+    marksTimer = null;
     if (rc.status !== "online") return;
     // Should the socket drop just now, the module sends the mark as a request instead; if that
     // fails too, the next mark covers it.
     for (const [id, s] of marks.delivered) rc.markDelivered(id, s).catch(() => {});
     for (const [id, s] of marks.read) rc.markRead(id, s).catch(() => {});
     clearMarks();
-  });
+  }, MARKS_GATHER_MS);
 }
 
 export function clearMarks() {
