@@ -7,11 +7,12 @@ views go to tests/artifacts/ (git-ignored)."""
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -30,12 +31,16 @@ from playwright.async_api import (
 from reverb.config import Settings
 from tests import helpers
 from tests.conftest import UNLIMITED
+from tests.e2e import test_social_login as social
 from tests.e2e.browser import MISSING, find_browser, launch_args
-from tests.e2e.server import Running, reverb_process, server_env
+from tests.e2e.server import Running, free_port, reverb_process, server_env
 from tests.helpers import PASSWORD
 
 # One browser for the module, so its tests share the module's event loop.
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+# The OpenID provider, its own process, as the social login tests run it.
+provider = social.provider
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 # Long enough for a loaded 2-core machine running the suite; every wait ends at its condition.
@@ -60,9 +65,35 @@ DEFAULT_LIMITS = {rule: str(Settings.model_fields[rule].default) for rule in UNL
 
 
 @pytest.fixture
-def server(tmp_path: Path, database_url: str) -> Iterator[Running]:
+def oauth() -> bool:
+    """Whether the test's server offers a social login (a test sets it by parametrizing)."""
+    return False
+
+
+@pytest.fixture
+def server(
+    request: pytest.FixtureRequest, tmp_path: Path, database_url: str, oauth: bool
+) -> Iterator[Running]:
+    port = free_port()
     env = server_env(database_url, media_dir=str(tmp_path / "media"), **DEFAULT_LIMITS)
-    with reverb_process(tmp_path, env) as s:
+    if oauth:
+        # The OpenID provider of the social login tests; the page itself is the redirect URI.
+        page = f"http://127.0.0.1:{port}/"
+        providers = [
+            {
+                "name": "mock",
+                "client_id": social.CLIENT_ID,
+                "client_secret": "s3cret",
+                "issuer": request.getfixturevalue("provider"),
+                "display_name": "Mock ID",
+            }
+        ]
+        env |= {
+            "OAUTH_PROVIDERS": json.dumps(providers),
+            "OAUTH_REDIRECT_URIS": page,
+            "PUBLIC_URL": page.rstrip("/"),
+        }
+    with reverb_process(tmp_path, env, port=port) as s:
         yield s
 
 
@@ -394,3 +425,49 @@ async def test_history_scrolls_back_to_the_first_message(person: People, server:
     await ann.page.locator("#scroller").evaluate("el => el.scrollTo(0, 0)")
     await expect(bubbles(ann)).to_have_text(texts)
     await expect(ann.page.get_by_role("button", name="Load earlier messages")).to_be_hidden()
+
+
+@pytest.mark.parametrize("oauth", [True])
+async def test_password_reset_and_social_login_from_the_login_screen(
+    person: People, server: Running, provider: str
+) -> None:
+    eve = await person("eve")
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        await helpers.register(http, "eve")
+    page = eve.page
+    await page.goto("/")
+
+    # Forgot password: a code by mail (the server's log, with no SMTP_URL), then a new password.
+    await page.get_by_role("button", name="Forgot password?").click()
+    await page.locator("#forgot-form").get_by_label("Email").fill("eve@example.com")
+    await page.get_by_role("button", name="Mail me a code").click()
+    reset = page.locator("#reset-form")
+    await expect(reset.get_by_label("Email")).to_have_value("eve@example.com")
+    codes: list[str] = []
+
+    def mailed() -> bool:
+        codes[:] = re.findall(r"password reset code is\D*(\d{6})", server.log_path.read_text())
+        return bool(codes)
+
+    await helpers.until(mailed, "the reset code in the server's log")
+    await reset.get_by_label("Code from the mail").fill(codes[-1])
+    await reset.get_by_label("New password").fill("a brand new password")
+    await reset.get_by_role("button", name="Set password and log in").click()
+    await expect(page.locator("#me-name")).to_have_text("eve")
+    await page.get_by_role("button", name="Log out").click()
+
+    # Social login: the provider's button starts at Reverb with this page as the way back; back
+    # with a one-time code, the page exchanges it and is logged in.
+    button = page.get_by_role("link", name="Continue with Mock ID")
+    start = urlsplit(await button.get_attribute("href") or "")
+    assert (start.netloc, start.path) == (urlsplit(server.url).netloc, "/api/auth/oauth/mock/start")
+    assert parse_qs(start.query)["redirect_uri"] == [f"{server.url}/"]
+    site = social.Site(server.url, provider, f"{server.url}/", "")
+    try:
+        claims = {"email": "sam@example.com", "email_verified": True, "name": "Sam Social"}
+        back = site.back_at_app(site.approve("sam", claims))
+    finally:
+        site.http.close()
+    await page.goto(f"/?login_code={back['login_code']}")
+    await expect(page.locator("#me-name")).to_have_text("Sam Social")
+    assert "login_code" not in page.url
