@@ -21,7 +21,7 @@ export function isVisible(chatId) {
   return state.current === chatId && document.visibilityState === "visible";
 }
 
-export async function openChat(id) {
+export async function openChat(id, { focus = true } = {}) {
   if (state.current !== id) {
     state.current = id;
     state.replyTo = state.editing = state.picker = null;
@@ -30,7 +30,7 @@ export async function openChat(id) {
   document.body.classList.add("in-chat");
   $("composer").hidden = false;
   changed();
-  $("text").focus();
+  if (focus) $("text").focus();
   const s = store(id);
   const chat = state.chats.get(id);
   if (!s.loaded && !s.loading) {
@@ -68,7 +68,8 @@ export function closeChat() {
 }
 
 document.addEventListener("visibilitychange", () => {
-  if (state.current && document.visibilityState === "visible") openChat(state.current);
+  // Back to the tab: what arrived meanwhile in the open chat is read now (focus stays put).
+  if (state.current && document.visibilityState === "visible") openChat(state.current, { focus: false });
 });
 $("back").addEventListener("click", () => {
   closeChat();
