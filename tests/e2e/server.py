@@ -62,12 +62,15 @@ class Running:
 
 
 def reverb_process(
-    cwd: Path, env: Mapping[str, str] | None = None, *args: str
+    cwd: Path, env: Mapping[str, str] | None = None, *args: str, port: int | None = None
 ) -> AbstractContextManager[Running]:
-    """`reverb serve` on a free port, as `reverb_serve`, yielding its process too (for its PID:
-    its memory, a signal)."""
+    """`reverb serve` on `port` (else a free one), as `reverb_serve`, yielding its process too
+    (for its PID: its memory, a signal)."""
     return running_process(
-        cwd, env, lambda port: [sys.executable, "-m", "reverb", "serve", "--port", str(port), *args]
+        cwd,
+        env,
+        lambda port: [sys.executable, "-m", "reverb", "serve", "--port", str(port), *args],
+        port=port,
     )
 
 

@@ -165,3 +165,25 @@ async def test_the_docs_pages_have_a_policy_that_allows_exactly_their_assets(
 async def test_only_the_docs_pages_have_that_policy(client: httpx.AsyncClient) -> None:
     for path in ("/api/openapi.json", "/healthz", "/no/such/path"):
         assert "content-security-policy" not in (await client.get(path)).headers, path
+
+
+async def test_the_web_client_has_a_policy_that_allows_only_this_server(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    policy = _sources(r.headers["content-security-policy"])
+    assert policy["default-src"] == ["'self'"] and "script-src" not in policy
+    assert policy["connect-src"] == ["'self'"]
+    assert policy["object-src"] == ["'none'"] and policy["frame-ancestors"] == ["'none'"]
+    html = r.text
+    scripts = re.findall(r'<script type="module" src="([^"]+)"', html)
+    styles = re.findall(r'<link rel="stylesheet" href="([^"]+)"', html)
+    assert scripts and styles
+    for src in [*scripts, *styles]:
+        assert _allowed(src, policy["default-src"]), src
+        assert (await client.get(src)).status_code == 200, src
+    # No inline script or style: the policy (default-src 'self') would block it.
+    assert re.findall(r"<script>|<style|style=", html) == []
+    external = {s for v in policy.values() for s in v if "://" in s}
+    assert external == set()
