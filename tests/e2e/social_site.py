@@ -5,18 +5,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reverb.config import async_database_url
 from reverb.storage.db import Database
-from tests.e2e.server import reverb_serve, server_env
+from tests.e2e.server import reverb_serve, server_env, server_process
 from tests.ports import free_port
+
+CLIENT_ID = "reverb-app"
+
+
+@pytest.fixture(scope="module")
+def openid_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The OpenID provider, its own process on a free port, requiring a nonce."""
+    cwd = tmp_path_factory.mktemp("oidc")
+
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "oidc_provider_mock", "--port", str(port), "--require-nonce"]
+
+    with server_process(cwd, {}, argv, health="/.well-known/openid-configuration") as (url, _):
+        yield url
 
 
 class Site:

@@ -5,7 +5,6 @@ login code, traded for a session."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -20,25 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from reverb.storage.tables import oauth_states, users
 from reverb.storage.types import utcnow
 from tests import conftest
-from tests.e2e.server import reverb_serve, server_env, server_process
+from tests.e2e import social_site
+from tests.e2e.server import reverb_serve, server_env
 from tests.e2e.social_site import Site, running_site, state_is_single_use
 from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
-CLIENT_ID = "reverb-app"
-
-
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The OpenID provider, its own process on a free port, requiring a nonce."""
-    cwd = tmp_path_factory.mktemp("oidc")
-
-    def argv(port: int) -> list[str]:
-        return [sys.executable, "-m", "oidc_provider_mock", "--port", str(port), "--require-nonce"]
-
-    with server_process(cwd, {}, argv, health="/.well-known/openid-configuration") as (url, _):
-        yield url
+provider = social_site.openid_provider  # the fixture, by the name the tests use
+CLIENT_ID = social_site.CLIENT_ID
 
 
 @pytest.fixture(scope="module")

@@ -31,16 +31,17 @@ from playwright.async_api import (
 from reverb.config import Settings
 from tests import helpers
 from tests.conftest import UNLIMITED
-from tests.e2e import test_social_login as social
+from tests.e2e import social_site as social
 from tests.e2e.browser import MISSING, find_browser, launch_args
-from tests.e2e.server import Running, free_port, reverb_process, server_env
+from tests.e2e.server import Running, reverb_process, server_env
 from tests.helpers import PASSWORD
+from tests.ports import free_port
 
 # One browser for the module, so its tests share the module's event loop.
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
 # The OpenID provider, its own process, as the social login tests run it.
-provider = social.provider
+provider = social.openid_provider
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 # Long enough for a loaded 2-core machine running the suite; every wait ends at its condition.
