@@ -396,8 +396,9 @@ async def test_flooding_sender_is_rate_limited_and_others_are_not(
 
         kinds = [f["type"] for f in answers]
         first_error = kinds.index("error")  # ValueError: never limited
-        assert 1 <= first_error <= 5, kinds  # the burst was served first
         most_accepted = 5 + 5 * warning_s + 1  # the burst, the refill while it ran, timing
+        # The burst was served first; on a slow machine the bucket refills while it is read.
+        assert 1 <= first_error <= most_accepted, (kinds, warning_s)
         assert kinds.count("ack") <= most_accepted, (kinds, warning_s)
         for f in answers:
             if f["type"] == "error":
