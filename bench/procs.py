@@ -66,7 +66,8 @@ def usage(pids: Sequence[int]) -> Usage:
 
 
 def base_env() -> dict[str, str]:
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "VIRTUAL_ENV", "TMPDIR")
+    # Coverage's settings pass, so the servers of the suite's smoke run are measured too.
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "VIRTUAL_ENV", "TMPDIR", "COVERAGE_PROCESS_CONFIG")
     return {k: v for k, v in os.environ.items() if k in keep}
 
 

@@ -19,8 +19,18 @@ STARTUP_TIMEOUT_S = 60.0
 
 
 def base_env() -> dict[str, str]:
-    """Only what a process needs to run: no Reverb setting leaks in from the test's shell."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "VIRTUAL_ENV", "SYSTEMROOT", "TMPDIR")
+    """Only what a process needs to run: no Reverb setting leaks in from the test's shell.
+    Coverage's settings do, so a run under coverage (scripts/test) measures the process too."""
+    keep = (
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "VIRTUAL_ENV",
+        "SYSTEMROOT",
+        "TMPDIR",
+        "COVERAGE_PROCESS_CONFIG",
+    )
     return {k: v for k, v in os.environ.items() if k in keep}
 
 
