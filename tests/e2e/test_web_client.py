@@ -472,3 +472,80 @@ async def test_password_reset_and_social_login_from_the_login_screen(
     await page.goto(f"/?login_code={back['login_code']}")
     await expect(page.locator("#me-name")).to_have_text("Sam Social")
     assert "login_code" not in page.url
+
+
+# Interactive elements on show with no accessible name: no label, aria-label(ledby), text or title.
+UNNAMED = """() => [...document.querySelectorAll('button, input, textarea, select, a[href]')]
+  .filter((e) => e.getClientRects().length > 0)
+  .filter((e) => !(e.getAttribute('aria-label') || e.getAttribute('aria-labelledby')
+    || (e.labels && e.labels.length) || e.textContent.trim() || e.title))
+  .map((e) => e.outerHTML.slice(0, 120))"""
+# The focused element's accessible name, as far as this page gives names: its label's text, its
+# aria-label, or its own text.
+FOCUSED = """() => { const e = document.activeElement;
+  const label = e.labels && e.labels.length ? e.labels[0].textContent : null;
+  return (label || e.getAttribute('aria-label') || e.textContent || '').trim(); }"""
+
+
+async def tab_to(page: Page, name: str | re.Pattern[str], limit: int = 15) -> list[str]:
+    """Press Tab until the focus is on the control named `name`; the names passed on the way."""
+
+    def reached(now: str) -> bool:
+        return bool(name.search(now)) if isinstance(name, re.Pattern) else now == name
+
+    seen = [await page.evaluate(FOCUSED)]
+    for _ in range(limit):
+        if reached(seen[-1]):
+            return seen
+        await page.keyboard.press("Tab")
+        seen.append(await page.evaluate(FOCUSED))
+    raise AssertionError(f"Tab never reached {name!r}: {seen}")
+
+
+async def test_usable_by_keyboard_alone_with_every_control_named(
+    person: People, server: Running
+) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        await helpers.register(http, "bob", display_name="Bob")
+    kay = await person("kay")
+    page = kay.page
+    await page.goto("/")
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    assert await page.evaluate(UNNAMED) == []
+
+    # The login form in reading order, then the way to the other forms; showing a form puts the
+    # focus on its first field, and each field leads to the next.
+    seen = await tab_to(page, "Create an account")
+    assert seen[-4:] == ["Email or username", "Password", "Log in", "Create an account"], seen
+    await page.keyboard.press("Enter")
+    assert await page.evaluate(FOCUSED) == "Username"
+    for text, following in [
+        ("kay", "Display name"),
+        ("Kay", "Email"),
+        ("kay@example.com", "Password"),
+        (PASSWORD, "Create account"),
+    ]:
+        await page.keyboard.type(text)
+        await page.keyboard.press("Tab")
+        assert await page.evaluate(FOCUSED) == following
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#me-name")).to_have_text("Kay")
+
+    # Find Bob, open the chat and send, by keys alone.
+    await tab_to(page, "Search messages and people")
+    await page.keyboard.type("bob")
+    await expect(
+        page.locator("#people").get_by_role("button", name=re.compile("@bob"))
+    ).to_be_visible()
+    await tab_to(page, re.compile("@bob"))
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#chat-title")).to_have_text("Bob")
+    await tab_to(page, "Message")
+    await page.keyboard.type("hello, by keys alone")
+    await page.keyboard.press("Enter")
+    await expect(bubbles(kay)).to_have_text(["hello, by keys alone"])
+    await expect(page.locator("#messages .msg").last).to_have_attribute(
+        "data-status", re.compile("sent|delivered|read")
+    )
+    assert await page.evaluate(UNNAMED) == []
+    await kay.shot("keyboard")
