@@ -115,7 +115,8 @@ def build_services(settings: Settings) -> Services:
         codes=codes,
     )
     chats = ChatService(db=db, log=log, online=presence.online)
-    media = MediaService(db=db, files=blob_store(settings), settings=settings, sessions=sessions)
+    files = blob_store(settings)
+    media = MediaService(db=db, files=files, settings=settings, sessions=sessions)
     social = SocialLogin(settings, auth)
     return Services(
         settings=settings,
@@ -134,7 +135,7 @@ def build_services(settings: Settings) -> Services:
         deletion=AccountDeletion(auth, chats, media, social),
         social=social,
         export=DataExport(db, chats),
-        health=HealthService(db=db, redis=redis),
+        health=HealthService(db=db, redis=redis, media=files),
         mailer=mailer,
         limiter=RateLimiter(settings),
     )

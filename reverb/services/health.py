@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from reverb.storage.db import Database
+from reverb.storage.files import BlobStore
 from reverb.storage.migrate import current_revision, head_revision
 
 log = logging.getLogger(__name__)
@@ -22,11 +23,14 @@ CHECK_TIMEOUT_S = 2.0
 class HealthService:
     db: Database
     redis: Redis | None
+    media: BlobStore
 
     async def check(self) -> dict[str, str]:
         checks = {"database": await self._probe("database", self._database())}
         if self.redis is not None:
             checks["redis"] = await self._probe("redis", self.redis.ping())
+        if (media := self.media.probe()) is not None:
+            checks["media"] = await self._probe("media store", media)
         return checks
 
     async def _database(self) -> str:

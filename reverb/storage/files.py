@@ -9,7 +9,7 @@ import os
 import re
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +71,11 @@ class BlobStore(ABC):
     @abstractmethod
     async def delete(self, key: str) -> None:
         """Remove `key`; no error when it is already gone."""
+
+    def probe(self) -> Awaitable[str] | None:
+        """What readiness asks of the store: nothing of a folder on this machine's disk, a round
+        trip of a store elsewhere (its answer "ok", or an exception)."""
+        return None
 
     def scratch(self) -> Path:
         """A new, empty temporary file on this machine, where an upload is written and checked

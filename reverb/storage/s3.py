@@ -11,8 +11,9 @@ at most every few seconds, never a 500 with a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +50,11 @@ DOWNLOAD_TIMEOUT = "10m"
 # Retries of a failed request (connection refused or reset, 5xx) start within this, so a store
 # that is away answers 503 within seconds instead of after the library's default 3 minutes.
 RETRY: RetryConfig = {"max_retries": 2, "retry_timeout": timedelta(seconds=4)}
+
+
+# Readiness asks the bucket for this key's metadata: any answer, "not found" included, shows
+# the store reachable and the credentials good.
+PROBE_KEY = "readiness-probe"
 
 
 class MediaStoreUnavailable(ReverbError):
@@ -132,6 +138,15 @@ class S3BlobStore(BlobStore):
                 yield bytes(chunk)
         except BaseError as exc:  # the response has begun: all that is left is to cut it
             raise self._unavailable(exc) from exc
+
+    def probe(self) -> Awaitable[str]:
+        return self._answers()
+
+    async def _answers(self) -> str:
+        # "Not found" is an answer: the bucket is there and the credentials were accepted.
+        with contextlib.suppress(FileNotFoundError):
+            await obstore.head_async(self._meta, PROBE_KEY)
+        return "ok"
 
     async def delete(self, key: str) -> None:
         try:

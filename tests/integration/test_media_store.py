@@ -96,7 +96,11 @@ async def test_an_s3_store_that_is_gone_answers_503_within_seconds(
         assert (await client.get(m["url"])).status_code == 200
         assert len(stored(settings)) == 3  # the file, its thumbnail, the avatar
 
+        assert (await client.get("/readyz")).json()["checks"]["media"] == "ok"
+
         s3.stop()
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["media"] == "unavailable"
         actions: list[Callable[[], Awaitable[httpx.Response]]] = [
             lambda: upload(client, a, b"while away", "w.txt", "text/plain"),
             lambda: set_avatar(client, a, picture("PNG", (32, 32)), "new.png", "image/png"),
@@ -144,9 +148,17 @@ async def test_an_s3_store_that_hangs_answers_503_within_seconds(
         r = await client.get(m["url"])
         assert time.monotonic() - started < AWAY_WITHIN_S
         assert_problem(r, 503, "service_unavailable")
+        # Readiness answers within its own time limit, whatever the store does.
+        started = time.monotonic()
+        ready = await client.get("/readyz")
+        assert time.monotonic() - started < AWAY_WITHIN_S
+        assert ready.status_code == 503 and ready.json()["checks"]["media"] == "unavailable"
         s3.resume()
         back: Any = await client.get(m["url"])
         assert (back.status_code, back.content) == (200, b"some bytes")
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"database": "ok", "media": "ok"}
 
 
 async def test_a_stored_file_reads_back_in_pieces_from_either_store(
