@@ -2,7 +2,7 @@
 // The conversation is in app-chat.js, the group dialogs in app-groups.js.
 import { $, h, reconcile, displayName, avatar, fillAvatar, time, toast, errorText, debounce, paged } from "/web/app-util.js";
 import {
-  rc, state, changed, onChange, everyPage, me, reset, sortedChats, putMessage, findMessage, applyReaction,
+  rc, state, changed, onChange, list, everyPage, me, reset, sortedChats, putMessage, findMessage, applyReaction,
   setTyping, updateMarker, userEverywhere, chatTitle, mark, flushMarks,
 } from "/web/app-state.js";
 import { openChat, closeChat, renderConversation, isVisible } from "/web/app-chat.js";
@@ -138,19 +138,29 @@ async function start() {
   try {
     // Every page, each shown as it comes: the list is whole (for the order, the unread counts
     // and the socket's catch-up) before the socket connects.
+    let pages = 0;
     await everyPage((cursor) => rc.chats({ cursor }), (chats) => {
-      for (const chat of chats) {
-        state.chats.set(chat.id, chat);
-        rc.track(chat.id, chat.last_seq);
-        if (chat.unread_count > 0) mark("delivered", chat.id, chat.last_seq);
-      }
-      changed();
+      pages += 1;
+      addChats(chats);
     });
+    // A chat active (or new) while the later pages were read moved ahead of their cursor: it is
+    // on the first page now. Chats already here catch up over the socket instead.
+    if (pages > 1) addChats(list(await rc.chats()));
   } catch (err) {
     toast(errorText(err));
   }
   if (navigator.onLine) rc.connect();
   showStatus();
+  changed();
+}
+
+function addChats(chats) {
+  for (const chat of chats) {
+    if (state.chats.has(chat.id)) continue;
+    state.chats.set(chat.id, chat);
+    rc.track(chat.id, chat.last_seq);
+    if (chat.unread_count > 0) mark("delivered", chat.id, chat.last_seq);
+  }
   changed();
 }
 
