@@ -2,7 +2,7 @@
 // edits, deletions, reactions, replies, attachments with upload progress, typing.
 import { $, h, reconcile, displayName, fillAvatar, time, size, toast, errorText } from "/web/app-util.js";
 import {
-  rc, state, changed, list, me, store, putMessage, messagesOf, findMessage, receipt, chatTitle, mark,
+  rc, state, changed, loadMembers, me, store, putMessage, messagesOf, findMessage, receipt, chatTitle, mark,
 } from "/web/app-state.js";
 
 const PAGE = 50;
@@ -36,11 +36,10 @@ export async function openChat(id, { focus = true } = {}) {
   if (!s.loaded && !s.loading) {
     s.loading = true;
     try {
-      const [page, members] = await Promise.all([rc.history(id, { limit: PAGE }), rc.members(id)]);
+      const [page] = await Promise.all([rc.history(id, { limit: PAGE }), loadMembers(id)]);
       for (const m of page.items) s.byId.set(m.id, m);
       s.hasMore = page.has_more;
       s.loaded = true;
-      state.members.set(id, new Map(list(members).map((m) => [m.user.id, m])));
       const last = page.items.at(-1);
       if (last) rc.track(id, last.seq);
     } catch (err) {

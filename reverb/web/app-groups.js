@@ -1,6 +1,6 @@
 // Groups: the "New group" dialog, and the members dialog (roles, adding, removing, leaving).
-import { $, h, displayName, avatar, toast, errorText, debounce } from "/web/app-util.js";
-import { rc, state, changed, list, me } from "/web/app-state.js";
+import { $, h, displayName, avatar, toast, errorText, debounce, paged } from "/web/app-util.js";
+import { rc, state, changed, loadMembers, me } from "/web/app-state.js";
 import { openChat, closeChat } from "/web/app-chat.js";
 
 const SEARCH_PAUSE_MS = 250;
@@ -31,8 +31,9 @@ async function searchInto(input, target, render) {
     return;
   }
   try {
-    const users = list(await rc.searchUsers(q));
-    target.replaceChildren(...(users.length ? users.map(render) : [h("li", { class: "muted pad" }, "Nobody found")]));
+    const page = await rc.searchUsers(q);
+    if (input.value.trim() !== q) return; // a newer search is on its way
+    paged(target, page, render, (cursor) => rc.searchUsers(q, { cursor }), "Nobody found", "More people");
   } catch (err) {
     toast(errorText(err));
   }
@@ -92,8 +93,7 @@ async function openMembers() {
 
 async function reloadMembers(chat) {
   try {
-    const members = list(await rc.members(chat.id));
-    state.members.set(chat.id, new Map(members.map((m) => [m.user.id, m])));
+    const members = await loadMembers(chat.id);
     renderMembers(chat, members);
     changed();
   } catch (err) {

@@ -38,6 +38,20 @@ export function changed() {
 }
 
 export const list = (page) => (Array.isArray(page) ? page : page?.items || []);
+
+// Every item of a paged list, following `next_cursor`; `fetchPage(cursor)` asks for one page
+// (no cursor: the first) and `onPage(items)` sees each page as it comes.
+export async function everyPage(fetchPage, onPage = () => {}) {
+  const items = [];
+  let cursor;
+  do {
+    const page = await fetchPage(cursor);
+    onPage(list(page));
+    items.push(...list(page));
+    cursor = page?.next_cursor;
+  } while (cursor);
+  return items;
+}
 export const me = () => rc.user;
 
 export function reset() {
@@ -51,6 +65,13 @@ export function reset() {
 export function sortedChats() {
   const at = (c) => c.last_message?.created_at || c.updated_at || c.created_at;
   return [...state.chats.values()].sort((a, b) => (at(a) < at(b) ? 1 : at(a) > at(b) ? -1 : 0));
+}
+
+// All of a chat's members, every page: the read and delivered marks of a message count each one.
+export async function loadMembers(chatId) {
+  const members = await everyPage((cursor) => rc.members(chatId, { cursor }));
+  state.members.set(chatId, new Map(members.map((m) => [m.user.id, m])));
+  return members;
 }
 
 export function store(chatId) {

@@ -51,6 +51,38 @@ export function reconcile(container, items, key, sig, render) {
   for (const el of old.values()) el.remove();
 }
 
+// Fills the list `target` with a page of `{items, next_cursor}` (`empty` when there are none)
+// and, while the server has more, a button named `more` that appends the next page, asked for
+// with `next(cursor)`. Focus goes to the first item it brought, so a keyboard user reads on.
+export function paged(target, page, render, next, empty, more) {
+  target.replaceChildren();
+  if (!page.items.length) target.append(h("li", { class: "muted pad" }, empty));
+  return addPage(target, page, render, next, more);
+}
+
+function addPage(target, page, render, next, more) {
+  const rows = page.items.map(render);
+  target.append(...rows);
+  if (!page.next_cursor) return rows;
+  const button = h("button", { type: "button", class: "link" }, more);
+  const row = h("li", { class: "more" }, button);
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const nextPage = await next(page.next_cursor);
+      if (!row.isConnected) return; // the list was filled anew meanwhile
+      row.remove();
+      const added = addPage(target, nextPage, render, next, more);
+      (added[0] || target.lastElementChild)?.querySelector("button, [tabindex]")?.focus();
+    } catch (err) {
+      toast(errorText(err));
+      button.disabled = false;
+    }
+  });
+  target.append(row);
+  return rows;
+}
+
 export function displayName(user) {
   return user ? user.display_name || user.username : "Someone";
 }

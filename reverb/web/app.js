@@ -1,8 +1,8 @@
 // The web client: start-up, accounts, the chat list, search, and the server's events.
 // The conversation is in app-chat.js, the group dialogs in app-groups.js.
-import { $, h, reconcile, displayName, avatar, fillAvatar, time, toast, errorText, debounce } from "/web/app-util.js";
+import { $, h, reconcile, displayName, avatar, fillAvatar, time, toast, errorText, debounce, paged } from "/web/app-util.js";
 import {
-  rc, state, changed, onChange, list, me, reset, sortedChats, putMessage, findMessage, applyReaction,
+  rc, state, changed, onChange, list, everyPage, me, reset, sortedChats, putMessage, findMessage, applyReaction,
   setTyping, updateMarker, userEverywhere, chatTitle, mark, flushMarks,
 } from "/web/app-state.js";
 import { openChat, closeChat, renderConversation, isVisible } from "/web/app-chat.js";
@@ -136,17 +136,31 @@ function showSession(user) {
 // only what happens after the list was read, and a reload never replays old events.
 async function start() {
   try {
-    const chats = list(await rc.chats());
-    for (const chat of chats) {
-      state.chats.set(chat.id, chat);
-      rc.track(chat.id, chat.last_seq);
-      if (chat.unread_count > 0) mark("delivered", chat.id, chat.last_seq);
-    }
+    // Every page, each shown as it comes: the list is whole (for the order, the unread counts
+    // and the socket's catch-up) before the socket connects.
+    let pages = 0;
+    await everyPage((cursor) => rc.chats({ cursor }), (chats) => {
+      pages += 1;
+      addChats(chats);
+    });
+    // A chat active (or new) while the later pages were read moved ahead of their cursor: it is
+    // on the first page now. Chats already here catch up over the socket instead.
+    if (pages > 1) addChats(list(await rc.chats()));
   } catch (err) {
     toast(errorText(err));
   }
   if (navigator.onLine) rc.connect();
   showStatus();
+  changed();
+}
+
+function addChats(chats) {
+  for (const chat of chats) {
+    if (state.chats.has(chat.id)) continue;
+    state.chats.set(chat.id, chat);
+    rc.track(chat.id, chat.last_seq);
+    if (chat.unread_count > 0) mark("delivered", chat.id, chat.last_seq);
+  }
   changed();
 }
 
@@ -336,7 +350,10 @@ const runSearch = debounce(async (q) => {
   try {
     const [people, found] = await Promise.all([rc.searchUsers(q), rc.searchMessages(q)]);
     if ($("search").value.trim() !== q) return; // a newer search is on its way
-    renderResults(list(people), list(found));
+    paged($("people"), people, person, (cursor) => rc.searchUsers(q, { cursor }), "Nobody found", "More people");
+    paged($("found"), found, foundMessage, (cursor) => rc.searchMessages(q, undefined, { cursor }),
+      "No messages found", "More messages");
+    $("results").hidden = false;
   } catch (err) {
     toast(errorText(err));
   }
@@ -352,24 +369,19 @@ function clearSearch() {
   $("results").hidden = true;
 }
 
-function renderResults(people, found) {
-  $("people").replaceChildren(
-    ...(people.length ? people.map((u) =>
-      h("li", {}, h("button", { type: "button", class: "chat-item", onclick: () => startDirect(u) },
-        avatar(u), h("span", { class: "grow col" }, h("strong", {}, displayName(u)), h("span", { class: "muted small" }, `@${u.username}`)),
-        h("span", { class: "small" }, "Message")))) : [h("li", { class: "muted pad" }, "Nobody found")]),
-  );
-  $("found").replaceChildren(
-    ...(found.length ? found.map((m) => {
-      const chat = state.chats.get(m.chat_id);
-      return h("li", {}, h("button", { type: "button", class: "chat-item", onclick: () => { clearSearch(); openChat(m.chat_id); } },
-        h("span", { class: "grow col" },
-          h("strong", { class: "small" }, `${chat ? chatTitle(chat) : "Chat"} · ${displayName(m.sender)}`),
-          h("span", { class: "ellipsis" }, m.content)),
-        h("time", { class: "muted small", datetime: m.created_at }, time(m.created_at))));
-    }) : [h("li", { class: "muted pad" }, "No messages found")]),
-  );
-  $("results").hidden = false;
+function person(u) {
+  return h("li", {}, h("button", { type: "button", class: "chat-item", onclick: () => startDirect(u) },
+    avatar(u), h("span", { class: "grow col" }, h("strong", {}, displayName(u)), h("span", { class: "muted small" }, `@${u.username}`)),
+    h("span", { class: "small" }, "Message")));
+}
+
+function foundMessage(m) {
+  const chat = state.chats.get(m.chat_id);
+  return h("li", {}, h("button", { type: "button", class: "chat-item", onclick: () => { clearSearch(); openChat(m.chat_id); } },
+    h("span", { class: "grow col" },
+      h("strong", { class: "small" }, `${chat ? chatTitle(chat) : "Chat"} · ${displayName(m.sender)}`),
+      h("span", { class: "ellipsis" }, m.content)),
+    h("time", { class: "muted small", datetime: m.created_at }, time(m.created_at))));
 }
 
 async function startDirect(user) {

@@ -23,6 +23,7 @@ from playwright.async_api import (
     BrowserContext,
     Locator,
     Page,
+    Route,
     WebSocketRoute,
     async_playwright,
     expect,
@@ -165,6 +166,14 @@ async def register(p: Person) -> None:
     await form.get_by_label("Password").fill(PASSWORD)
     await form.get_by_role("button", name="Create account").click()
     await expect(page.locator("#me-name")).to_have_text(p.name.title())
+
+
+async def log_in(p: Person) -> None:
+    """Log in from the login form, with the username."""
+    login = p.page.locator("#login-form")
+    await login.get_by_label("Email or username").fill(p.name)
+    await login.get_by_label("Password").fill(PASSWORD)
+    await login.get_by_role("button", name="Log in").click()
 
 
 async def open_direct(p: Person, other: str) -> None:
@@ -397,10 +406,7 @@ async def test_groups_replies_edits_deletions_search_and_log_in_again(
 
     # Log out, and back in with the username.
     await bob.page.get_by_role("button", name="Log out").click()
-    login = bob.page.locator("#login-form")
-    await login.get_by_label("Email or username").fill("bob")
-    await login.get_by_label("Password").fill(PASSWORD)
-    await login.get_by_role("button", name="Log in").click()
+    await log_in(bob)
     await expect(bob.page.locator("#chats .chat-item").filter(has_text="Trip")).to_have_count(1)
 
 
@@ -426,6 +432,71 @@ async def test_history_scrolls_back_to_the_first_message(person: People, server:
     await ann.page.locator("#scroller").evaluate("el => el.scrollTo(0, 0)")
     await expect(bubbles(ann)).to_have_text(texts)
     await expect(ann.page.get_by_role("button", name="Load earlier messages")).to_be_hidden()
+
+
+async def test_lists_longer_than_a_page_show_everything(person: People, server: Running) -> None:
+    # Past the server's pages: 52 chats (50 a page), 21 people and 21 messages found (20 a
+    # page). The chats come from 21 people, a few each, within the default write limit.
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        ann_session = await helpers.register(http, "ann", display_name="Ann")
+        pals = [await helpers.register(http, f"pal{i:02d}") for i in range(1, 22)]
+        everyone = await helpers.group(http, pals[0], ann_session, *pals[1:], name="Everyone")
+        clubs = {}
+        for i in range(1, 52):
+            name, owner = f"Club {i:02d}", pals[i % len(pals)]
+            clubs[name] = (owner, await helpers.group(http, owner, ann_session, name=name))
+        needles = [f"needle {i:02d}" for i in range(1, 22)]
+        for text in needles:
+            await helpers.send(http, pals[0], everyone, text)
+
+    ann = await person("ann")
+
+    async def while_listing(route: Route) -> None:
+        # Just before the second page is read, the oldest chat, due on it, gets a message:
+        # it moves ahead of the page's cursor.
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            await helpers.send(http, *clubs["Club 01"], "while you were loading")
+        await route.continue_()
+
+    await ann.page.route(re.compile(r"/api/chats\?.*cursor="), while_listing, times=1)
+    await ann.page.goto("/")
+    await log_in(ann)
+    # Most recent activity first: each of the 52, once.
+    titles = ann.page.locator("#chats .chat-item strong")
+    await expect(titles).to_have_text(["Club 01", "Everyone", *reversed(list(clubs)[1:])])
+
+    # A live message in the oldest chat brings it to the top, once.
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        await helpers.send(http, *clubs["Club 02"], "back again")
+    await expect(titles.first).to_have_text("Club 02")
+    await expect(titles).to_have_text(
+        ["Club 02", "Club 01", "Everyone", *reversed(list(clubs)[2:])]
+    )
+
+    # Search: a page of each, and "More" brings the rest, the focus on the first it brought.
+    search = ann.page.get_by_label("Search messages and people")
+    await search.fill("pal")
+    people = ann.page.locator("#people .chat-item")
+    await expect(people).to_have_count(20)
+    await ann.page.get_by_role("button", name="More people").click()
+    await expect(people).to_have_count(21)
+    await expect(people.last).to_contain_text("@pal21")
+    await expect(people.last).to_be_focused()
+    await expect(ann.page.get_by_role("button", name="More people")).to_have_count(0)
+    await search.fill("needle")
+    found = ann.page.locator("#found .chat-item .ellipsis")
+    await expect(found).to_have_count(20)
+    await ann.page.get_by_role("button", name="More messages").click()
+    await expect(found).to_have_count(21)
+    assert sorted(await found.all_inner_texts()) == needles
+    await ann.shot("more-results")
+
+    # A group of more people than a page of search shows each member.
+    await search.press("Escape")
+    await ann.page.locator("#chats .chat-item").filter(has_text="Everyone").click()
+    await ann.page.get_by_role("button", name="Members").click()
+    members = ann.page.get_by_role("dialog", name="Everyone: members")
+    await expect(members.locator("#members li")).to_have_count(22)
 
 
 @pytest.mark.parametrize("oauth", [True])
