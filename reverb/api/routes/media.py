@@ -72,7 +72,9 @@ async def upload(request: Request, user: CurrentUser, services: ServicesDep) -> 
 
 
 # One range, in the forms browsers and media players send: `bytes=A-B`, `bytes=A-`, `bytes=-N`.
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# At most 19 digits (any file size fits): a longer number is no range of ours, and ignored, and
+# int() never sees thousands of digits (which it refuses, and which cost time to convert).
+_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 
 
 def _range(header: str | None, size: int) -> tuple[int, int] | None:
